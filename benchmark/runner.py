@@ -1,0 +1,261 @@
+"""Run a suite on Ray Tune: one Tune trial = one `run_trial`, logged to MLflow from the
+driver, resumable by trial key."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .suite import Suite, expand_trials, split_hyperparameters, train_config, trial_key
+from .tracking import TrialLogger, connect, experiment_id, final_metrics, finished_results
+
+# -- inside a trial (a Ray worker) --------------------------------------------------------
+
+def concrete_trial(config: dict[str, Any]) -> dict[str, Any]:
+    """The trial a Tune config stands for; Optuna's suggestions arrive under "suggested"."""
+    trial = json.loads(json.dumps(config["trial"]))
+    if config.get("suggested"):
+        hyper, options = split_hyperparameters(trial["strategy"], config["suggested"])
+        trial["hyperparameters"].update(hyper)
+        trial["options"].update(options)
+    return trial
+
+
+def tune_trainable(config: dict[str, Any], finished: dict[str, dict], data_dir: str | None,
+                   cpus: float) -> None:
+    import torch
+    from ray import tune
+
+    from .train import run_trial
+
+    trial = concrete_trial(config)
+    key = trial_key(trial)
+    if key in finished:  # done in an earlier run of this suite: report it, train nothing
+        tune.report({**finished[key], "dev_macro_f1": finished[key].get("dev_best_macro_f1"),
+                     "already_finished": 1})
+        return
+    torch.set_num_threads(max(1, int(cpus)))
+    try:
+        result = run_trial(train_config(trial, data_dir),
+                           on_eval=lambda step, metrics: tune.report({**metrics, "step": step}))
+    except Exception as error:
+        message = " ".join(f"{type(error).__name__}: {error}".split())
+        # The driver records the message on the MLflow run; Tune wants its metric in every report.
+        tune.report({"error": message, "dev_macro_f1": float("nan")})
+        raise
+    tune.report({**final_metrics(result), "dev_macro_f1": result["dev"]["macro_f1"],
+                 "result_json": json.dumps(result), "done": 1})
+
+
+# -- on the driver ----------------------------------------------------------------------------
+
+def _make_callback(client, exp_id: str, suite: Suite, total: int, finished: dict):
+    from ray.tune import Callback
+
+    class SuiteCallback(Callback):
+        """MLflow logging (one writer: the driver) and a compact progress line."""
+
+        def __init__(self):
+            self.loggers: dict[str, TrialLogger] = {}
+            self.done = self.failed = self.skipped = 0
+            self.running: set[str] = set()
+            self.durations: list[float] = []
+            self.started: dict[str, float] = {}
+            self.t0 = time.time()
+
+        def _logger(self, trial) -> TrialLogger:
+            if trial.trial_id not in self.loggers:
+                concrete = concrete_trial(trial.config)
+                self.loggers[trial.trial_id] = TrialLogger(
+                    client, exp_id, suite.name, concrete, trial_key(concrete), trial.trial_id)
+            return self.loggers[trial.trial_id]
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.running.add(trial.trial_id)
+            self.started[trial.trial_id] = time.time()
+            if trial_key(concrete_trial(trial.config)) not in finished:
+                self._logger(trial)  # the run starts with the trial
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if result.get("already_finished") or result.get("error") or result.get("done"):
+                return
+            self._logger(trial).log_eval(int(result["step"]), {
+                k: result[k] for k in ("dev_macro_f1", "dev_accuracy", "train_loss") if k in result})
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.running.discard(trial.trial_id)
+            last = trial.last_result or {}
+            if last.get("already_finished"):
+                self.skipped += 1
+            elif last.get("done"):
+                self._logger(trial).finish(json.loads(last["result_json"]))
+                self.done += 1
+                self.durations.append(time.time() - self.started.get(trial.trial_id, self.t0))
+            else:  # stopped by the scheduler before its test evaluation
+                self._logger(trial).stopped_early()
+                self.done += 1
+            self._progress(trial, "early-stopped" if not last.get("done") and not last.get("already_finished") else "done")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.running.discard(trial.trial_id)
+            message = (trial.last_result or {}).get("error") or _error_text(trial)
+            self._logger(trial).fail(message)
+            self.failed += 1
+            self._progress(trial, f"FAILED ({message[:120]})")
+
+        def _progress(self, trial, what: str) -> None:
+            concrete = concrete_trial(trial.config)
+            finished = self.done + self.failed + self.skipped
+            left = total - finished
+            eta = ""
+            if self.durations and left:
+                parallel = max(1, len(self.running))
+                eta = f", about {_minutes(sum(self.durations) / len(self.durations) * left / parallel)} left"
+            print(f"[{finished}/{total} done: {self.done} trained, {self.skipped} resumed, "
+                  f"{self.failed} failed, {len(self.running)} running{eta}] "
+                  f"{concrete['task']}/{concrete['strategy']}/s{concrete['seed']} {what}",
+                  flush=True)
+
+    return SuiteCallback()
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _error_text(trial) -> str:
+    path = getattr(trial, "error_file", None)
+    try:
+        text = Path(path).read_text() if path else ""
+    except OSError:
+        text = ""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "trial failed (no error message)"
+
+
+def _check_address(address: str) -> None:
+    if address == "auto":
+        return
+    host, _, port = address.replace("ray://", "").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=3).close()
+    except (OSError, ValueError):
+        raise UserError(f"cannot reach a Ray cluster at {address}") from None
+
+
+def start_ray(address: str | None):
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    kwargs = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+                  configure_logging=True)
+    if address:
+        _check_address(address)
+        try:
+            ray.init(address=address, **kwargs)
+        except Exception as error:
+            raise UserError(f"cannot join the Ray cluster at {address}: {' '.join(str(error).split())[:200]}") from None
+    else:
+        ray.init(num_cpus=os.cpu_count(), **kwargs)
+    return True
+
+
+def print_plan(suite: Suite, trials: list[dict[str, Any]], out=None) -> None:
+    out = out or sys.stdout
+    r = suite.resources
+    print(f"suite {suite.name} ({suite.path}): {len(trials)} trials, search {suite.algorithm}"
+          + (f" ({suite.search.get('num_samples', 1)} samples per strategy, task and seed)"
+             if suite.algorithm == "optuna" else ""), file=out)
+    print(f"model {suite.model}; budget {json.dumps(suite.budget)}", file=out)
+    print(f"resources per trial: {r['cpus_per_trial']} CPU, {r['gpus_per_trial']} GPU; "
+          f"at most {r.get('max_concurrent_trials', 'as many as fit')} at once; "
+          f"scheduler: {suite.scheduler['type'] if suite.scheduler else 'none (fixed budget)'}",
+          file=out)
+    for i, t in enumerate(trials):
+        values = {**t["hyperparameters"], **t["options"]}
+        text = " ".join(f"{k}={v}" for k, v in values.items()) or "(defaults)"
+        print(f"  {i + 1:>3}. {t['task']:<18} {t['strategy']:<14} seed {t['seed']:<3} {text}", file=out)
+
+
+def run_suite(suite: Suite, tracking_uri: str, address: str | None = None,
+              storage_path: str | None = None, data_dir: str | None = None) -> int:
+    """Run every trial not already finished; returns the number of failed trials."""
+    from ray import tune
+
+    trials = expand_trials(suite)
+    client = connect(tracking_uri)
+    exp_id = experiment_id(client, suite.name, tracking_uri)
+    finished = finished_results(client, exp_id)
+    pending = sum(trial_key(t) not in finished for t in trials)
+    print(f"suite {suite.name}: {len(trials)} trials, {len(trials) - pending} already finished "
+          f"in {tracking_uri}", flush=True)
+    started_ray = start_ray(address)
+    try:
+        cpus = suite.resources["cpus_per_trial"]
+        trainable = tune.with_resources(
+            tune.with_parameters(tune_trainable, finished=finished, data_dir=data_dir, cpus=cpus),
+            {"cpu": cpus, "gpu": suite.resources["gpus_per_trial"]})
+        callback = _make_callback(client, exp_id, suite, len(trials), finished)
+        storage = Path(storage_path or "results/ray").resolve() if not (storage_path or "").startswith(("s3://", "gs://")) else storage_path
+        for param_space, search_alg, num_samples in _tuner_runs(suite, trials):
+            tuner = tune.Tuner(
+                trainable, param_space=param_space,
+                tune_config=tune.TuneConfig(
+                    metric="dev_macro_f1", mode="max", search_alg=search_alg,
+                    num_samples=num_samples, scheduler=_scheduler(suite),
+                    # A reused worker keeps torch & co. imported: seconds saved per trial.
+                    reuse_actors=True,
+                    max_concurrent_trials=suite.resources.get("max_concurrent_trials")),
+                run_config=tune.RunConfig(
+                    name=f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(storage),
+                    callbacks=[callback], verbose=0,
+                    failure_config=tune.FailureConfig(max_failures=0)))
+            tuner.fit()
+        return callback.failed
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def _tuner_runs(suite: Suite, trials: list[dict[str, Any]]):
+    """(param_space, search_alg, num_samples) per Tuner: one for grid and random search;
+    one per (task, strategy, seed) for Optuna, whose searcher suggests the values."""
+    from ray import tune
+
+    if suite.algorithm != "optuna":
+        yield {"trial": tune.grid_search(trials)}, None, 1
+        return
+    from ray.tune.search.optuna import OptunaSearch
+
+    from .suite import tune_domain
+
+    for trial in trials:
+        space = suite.strategies[trial["strategy"]]["search"]
+        domains = {k: (tune.choice(v) if isinstance(v, list) else tune_domain(v))
+                   for k, v in space.items()}
+        searcher = OptunaSearch(seed=suite.search.get("seed", 0) + trial["seed"])
+        yield ({"trial": trial, "suggested": domains}, searcher,
+               int(suite.search.get("num_samples", 1)))
+
+
+def _scheduler(suite: Suite):
+    if not suite.scheduler:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="training_iteration",
+                         grace_period=int(suite.scheduler.get("grace_period", 1)),
+                         reduction_factor=float(suite.scheduler.get("reduction_factor", 2)))

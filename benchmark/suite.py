@@ -1,0 +1,266 @@
+"""Suites: YAML files that name a model, tasks, strategies, seeds, search spaces, a budget
+and resources. Validated on load; `expand_trials` turns one into concrete trial configs.
+
+    name: smoke
+    description: ...
+    model: tiny-llama
+    tasks: [iterater, argrewrite]
+    seeds: [0]
+    budget: {max_steps: 20, eval_every: 10, batch_size: 8}   # any TrainConfig field
+    strategies:
+      ir-tuning:
+        options: {split_num: 1}                 # fixed strategy options
+        search: {lr: [5.0e-4, 1.0e-3]}          # grid values, or {loguniform: [a, b]}, ...
+    search: {algorithm: grid}                   # grid | random | optuna, num_samples, seed
+    scheduler: null                             # or {type: asha, grace_period: 2}
+    resources: {cpus_per_trial: 1, gpus_per_trial: 0, max_concurrent_trials: 2}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+SUITES_DIR = Path(__file__).parent / "suites"
+TOP_KEYS = {"name", "description", "model", "tasks", "seeds", "budget", "strategies",
+            "search", "scheduler", "resources", "notes"}
+STRATEGY_KEYS = {"options", "search"}
+SEARCH_KEYS = {"algorithm", "num_samples", "seed"}
+SCHEDULER_KEYS = {"type", "grace_period", "reduction_factor"}
+RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "max_concurrent_trials"}
+DISTRIBUTIONS = {"uniform", "loguniform", "choice", "randint", "grid"}
+# Trial fields that are not a TrainConfig field or a strategy option.
+RUN_ONLY_KEYS = {"task", "strategy", "seed", "model"}
+
+
+@dataclasses.dataclass
+class Suite:
+    name: str
+    description: str
+    model: str
+    tasks: list[str]
+    seeds: list[int]
+    budget: dict[str, Any]
+    strategies: dict[str, dict[str, Any]]  # name -> {"options": {...}, "search": {...}}
+    search: dict[str, Any]
+    scheduler: dict[str, Any] | None
+    resources: dict[str, Any]
+    path: Path
+
+    @property
+    def algorithm(self) -> str:
+        return self.search.get("algorithm", "grid")
+
+
+def list_suites() -> dict[str, str]:
+    out = {}
+    for path in sorted(SUITES_DIR.glob("*.yaml")):
+        try:
+            out[path.stem] = load_suite(str(path)).description
+        except UserError as error:
+            out[path.stem] = f"(invalid: {error})"
+    return out
+
+
+def suite_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise UserError(f"suite file {path} does not exist")
+        return path
+    shipped = SUITES_DIR / f"{name_or_path}.yaml"
+    if not shipped.is_file():
+        known = ", ".join(p.stem for p in sorted(SUITES_DIR.glob("*.yaml")))
+        raise UserError(f"unknown suite {name_or_path!r}; shipped suites: {known} (or give a YAML path)")
+    return shipped
+
+
+def load_suite(name_or_path: str) -> Suite:
+    import yaml
+
+    path = suite_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where else ""
+        raise UserError(f"{path}: malformed YAML{at}: {getattr(error, 'problem', error)}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a suite must be a YAML mapping")
+    return _validate(raw, path)
+
+
+def _check_keys(path: Path, where: str, values: dict, allowed: set[str]) -> None:
+    if not isinstance(values, dict):
+        raise UserError(f"{path}: {where} must be a mapping")
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise UserError(f"{path}: unknown key {unknown[0]!r} in {where}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _validate(raw: dict, path: Path) -> Suite:
+    import tasks
+    from strategies import strategy_class, strategy_options
+
+    from .train import TrainConfig
+
+    _check_keys(path, "the suite", raw, TOP_KEYS)
+    for key in ("name", "tasks", "strategies"):
+        if key not in raw:
+            raise UserError(f"{path}: missing key {key!r}")
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - RUN_ONLY_KEYS
+    budget = raw.get("budget") or {}
+    _check_keys(path, "budget", budget, train_fields)
+    known_tasks = set(tasks.list_tasks())
+    for task in raw["tasks"]:
+        if task not in known_tasks:
+            raise UserError(f"{path}: unknown task {task!r} in tasks; known: {', '.join(sorted(known_tasks))}")
+    strategies = {}
+    for name, spec in (raw["strategies"] or {}).items():
+        try:
+            strategy_class(name)
+        except UserError:
+            raise UserError(f"{path}: unknown strategy {name!r} in strategies") from None
+        spec = spec or {}
+        _check_keys(path, f"strategies.{name}", spec, STRATEGY_KEYS)
+        options = spec.get("options") or {}
+        search = spec.get("search") or {}
+        allowed = set(strategy_options(name)) | train_fields
+        _check_keys(path, f"strategies.{name}.options", options, set(strategy_options(name)))
+        _check_keys(path, f"strategies.{name}.search", search, allowed)
+        for key, space in search.items():
+            _check_space(path, f"strategies.{name}.search.{key}", space)
+        strategies[name] = {"options": options, "search": search}
+    search = raw.get("search") or {}
+    _check_keys(path, "search", search, SEARCH_KEYS)
+    if search.get("algorithm", "grid") not in ("grid", "random", "optuna"):
+        raise UserError(f"{path}: search.algorithm must be grid, random or optuna")
+    scheduler = raw.get("scheduler")
+    if scheduler is not None:
+        _check_keys(path, "scheduler", scheduler, SCHEDULER_KEYS)
+        if scheduler.get("type") != "asha":
+            raise UserError(f"{path}: scheduler.type must be 'asha' (or leave scheduler out)")
+    resources = raw.get("resources") or {}
+    _check_keys(path, "resources", resources, RESOURCE_KEYS)
+    suite = Suite(name=str(raw["name"]), description=str(raw.get("description", "")),
+                  model=str(raw.get("model", "minilm")), tasks=list(raw["tasks"]),
+                  seeds=[int(s) for s in raw.get("seeds", [0])], budget=budget,
+                  strategies=strategies, search=search, scheduler=scheduler,
+                  resources={"cpus_per_trial": 1, "gpus_per_trial": 0, **resources}, path=path)
+    try:
+        expand_trials(suite)  # every option and value must make a valid trial
+    except UserError as error:
+        raise UserError(f"{path}: {error}") from None
+    return suite
+
+
+def _check_space(path: Path, where: str, space: Any) -> None:
+    if isinstance(space, list):
+        if not space:
+            raise UserError(f"{path}: {where} is an empty list")
+        return
+    if isinstance(space, dict) and len(space) == 1 and next(iter(space)) in DISTRIBUTIONS:
+        return
+    raise UserError(f"{path}: {where} must be a list of values or one of "
+                    f"{{{', '.join(sorted(DISTRIBUTIONS))}: ...}}")
+
+
+def tune_domain(space: Any):
+    """A Ray Tune search domain for one suite search entry."""
+    from ray import tune
+
+    if isinstance(space, list):
+        return tune.grid_search(space)
+    (kind, args), = space.items()
+    if kind == "grid":
+        return tune.grid_search(list(args))
+    if kind == "choice":
+        return tune.choice(list(args))
+    return {"uniform": tune.uniform, "loguniform": tune.loguniform,
+            "randint": tune.randint}[kind](*args)
+
+
+def trial_key(trial: dict[str, Any]) -> str:
+    """Stable identity of a trial's configuration: a re-run finds its finished result."""
+    return hashlib.sha256(json.dumps(trial, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def split_hyperparameters(strategy: str, values: dict[str, Any]) -> tuple[dict, dict]:
+    """(TrainConfig overrides, strategy options) from a flat dict of searched values."""
+    from strategies import strategy_options
+
+    options = set(strategy_options(strategy))
+    return ({k: v for k, v in values.items() if k not in options},
+            {k: v for k, v in values.items() if k in options})
+
+
+def expand_trials(suite: Suite) -> list[dict[str, Any]]:
+    """Concrete trials for grid and random search (Optuna suggests its own values).
+
+    A trial is {"task", "strategy", "seed", "model", "budget": {...}, "hyperparameters": {...},
+    "options": {...}}: `budget` is the suite's, `hyperparameters` the searched TrainConfig
+    fields, `options` the strategy's.
+    Random search draws `num_samples` configurations per strategy with Ray Tune's own
+    distributions from a seeded generator, so a re-run draws the same ones.
+    """
+    import numpy as np
+
+    from strategies import get_strategy
+
+    from .train import TrainConfig
+
+    trials = []
+    rng = np.random.default_rng(suite.search.get("seed", 0))
+    for strategy, spec in suite.strategies.items():
+        points = _search_points(spec["search"], suite.algorithm,
+                                int(suite.search.get("num_samples", 1)), rng)
+        for point in points:
+            hyper, options = split_hyperparameters(strategy, point)
+            options = {**spec["options"], **options}
+            get_strategy(strategy, options)  # bad option values fail at load time
+            TrainConfig.from_dict({**suite.budget, **hyper})  # and bad training values
+            for task in suite.tasks:
+                for seed in suite.seeds:
+                    trials.append({"task": task, "strategy": strategy, "seed": seed,
+                                   "model": suite.model, "budget": suite.budget,
+                                   "hyperparameters": hyper, "options": options})
+    return trials
+
+
+def _search_points(search: dict[str, Any], algorithm: str, num_samples: int, rng) -> list[dict]:
+    """Ray Tune's variant semantics: lists are grid axes; each distribution is sampled
+    `num_samples` times per grid point (random search only)."""
+    if not search or algorithm == "optuna":
+        return [{}]  # Optuna suggests its values inside the run
+    grid_keys = [k for k, v in search.items() if isinstance(v, list) or "grid" in v]
+    sampled_keys = [k for k in search if k not in grid_keys]
+    if sampled_keys and algorithm == "grid":
+        raise UserError(f"search key {sampled_keys[0]!r} is a distribution: use "
+                        "search.algorithm random or optuna, or give a list of values")
+    grid_values = [search[k] if isinstance(search[k], list) else search[k]["grid"]
+                   for k in grid_keys]
+    points = []
+    for combo in itertools.product(*grid_values):
+        for _ in range(num_samples if sampled_keys else 1):
+            point = dict(zip(grid_keys, combo))
+            for key in sampled_keys:
+                value = tune_domain(search[key]).sample(random_state=rng)
+                point[key] = value.item() if hasattr(value, "item") else value
+            points.append(point)
+    return points
+
+
+def train_config(trial: dict[str, Any], data_dir: str | None = None):
+    """The TrainConfig of one concrete trial."""
+    from .train import TrainConfig
+
+    return TrainConfig.from_dict({**trial["budget"], **trial["hyperparameters"],
+                                  "task": trial["task"], "strategy": trial["strategy"],
+                                  "strategy_options": trial["options"], "model": trial["model"],
+                                  "seed": trial["seed"], "data_dir": data_dir})

@@ -1,0 +1,168 @@
+"""MLflow tracking: one experiment per suite, one run per trial, all written from the Ray
+driver (a Tune callback), so concurrent trials never contend for the SQLite store.
+
+Runs are tagged with `trial_key` (a hash of the trial's configuration): a re-run of a
+suite skips the keys that already have a FINISHED run and replaces (deletes) runs of the
+same key left RUNNING or FAILED by an earlier, interrupted attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
+FINAL_METRICS = ("test_macro_f1", "test_accuracy", "test_macro_precision", "test_macro_recall",
+                 "test_macro_auprc", "dev_best_macro_f1", "best_step", "steps_to_converge",
+                 "peak_memory_mb", "torch_peak_allocated_mb", "wall_time_s", "train_time_s",
+                 "train_samples_per_s", "trainable_share", "trainable_params_mean",
+                 "total_params")
+
+
+def connect(tracking_uri: str):
+    """An MlflowClient for the URI, checked now: a bad URI is one line, not a stack."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from mlflow.tracking import MlflowClient
+
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///"):])
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"tracking URI {tracking_uri}: cannot create {db.parent}: {error.strerror}") from None
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri)
+        client.search_experiments(max_results=1)
+    except Exception as error:  # mlflow raises many types for an unreachable store
+        text = " ".join(str(error).split())[:300]
+        raise UserError(f"tracking URI {tracking_uri} is not usable: {text}") from None
+    return client
+
+
+def experiment_id(client, suite_name: str, tracking_uri: str) -> str:
+    experiment = client.get_experiment_by_name(suite_name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    location = None
+    if tracking_uri.startswith("sqlite:///"):  # artifacts beside the database, not ./mlruns
+        db = Path(tracking_uri[len("sqlite:///"):]).resolve()
+        location = (db.parent / "mlartifacts").as_uri()
+    return client.create_experiment(suite_name, artifact_location=location)
+
+
+def runs_of(client, exp_id: str, statuses=None) -> list:
+    """Every live run of the experiment (paged)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([exp_id], max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    if statuses:
+        runs = [r for r in runs if r.info.status in statuses]
+    return runs
+
+
+def finished_results(client, exp_id: str) -> dict[str, dict[str, Any]]:
+    """trial_key -> final metrics of FINISHED runs (what a resumed suite does not re-run)."""
+    return {r.data.tags["trial_key"]: dict(r.data.metrics)
+            for r in runs_of(client, exp_id, {"FINISHED"}) if "trial_key" in r.data.tags}
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=5, cwd=Path(__file__).parent).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _flat_params(trial: dict[str, Any]) -> dict[str, str]:
+    params = {k: str(trial[k]) for k in ("task", "strategy", "model", "seed")}
+    params.update({f"hp.{k}": str(v) for k, v in trial["hyperparameters"].items()})
+    params.update({f"opt.{k}": str(v) for k, v in trial["options"].items()})
+    return params
+
+
+def final_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The flat numbers of a trial result that MLflow stores as final metrics."""
+    values = {f"test_{k}": v for k, v in result["test"].items() if k != "per_class_f1"}
+    values.update({f"test_f1.{name}": v for name, v in result["test"]["per_class_f1"].items()})
+    values["dev_best_macro_f1"] = result["dev"]["macro_f1"]
+    for key in FINAL_METRICS:
+        if key in result and key not in values and result[key] is not None:
+            values[key] = result[key]
+    return {k: float(v) for k, v in values.items() if v is not None}
+
+
+class TrialLogger:
+    """Writes one trial's MLflow run. The Tune callback drives it from the driver."""
+
+    def __init__(self, client, exp_id: str, suite_name: str, trial: dict[str, Any],
+                 key: str, ray_trial_id: str):
+        from mlflow.entities import Param, RunTag
+
+        self.client = client
+        # An earlier, interrupted attempt at the same trial is replaced, not duplicated.
+        for old in runs_of(client, exp_id):
+            if old.data.tags.get("trial_key") == key and old.info.status != "FINISHED":
+                client.delete_run(old.info.run_id)
+        name = f"{trial['task']}/{trial['strategy']}/s{trial['seed']}"
+        tags = {"suite": suite_name, "trial_key": key, "config_key": config_key(trial),
+                "ray_trial_id": ray_trial_id, "git_commit": git_commit(), "mlflow.runName": name}
+        run = client.create_run(exp_id, tags=tags, run_name=name)
+        self.run_id = run.info.run_id
+        client.log_batch(self.run_id, params=[Param(k, v) for k, v in _flat_params(trial).items()])
+
+    def log_eval(self, step: int, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+        import time
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[
+            Metric(k, float(v), now, int(step)) for k, v in metrics.items()])
+
+    def finish(self, result: dict[str, Any]) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+        import time
+
+        now = int(time.time() * 1000)
+        env = result.get("environment", {})
+        self.client.log_batch(
+            self.run_id,
+            metrics=[Metric(k, v, now, int(result["best_step"])) for k, v in final_metrics(result).items()],
+            params=[Param(f"config.{k}", str(v)) for k, v in result["config"].items()
+                    if k not in ("task", "strategy", "model", "seed", "strategy_options")],
+            tags=[RunTag("device", str(env.get("device"))),
+                  RunTag("gpu", f"{env.get('gpu_count', 0)} x {env.get('gpu_name', '-')}"),
+                  RunTag("memory_source", str(result.get("memory_source")))])
+        self.client.log_text(self.run_id, json.dumps(result, indent=1), "result.json")
+        self.client.log_text(self.run_id, json.dumps(result.get("selection_trace", [])),
+                             "selection_trace.json")
+        self.client.set_terminated(self.run_id, "FINISHED")
+
+    def fail(self, error: str) -> None:
+        self.client.set_tag(self.run_id, "error", error[:4900])
+        self.client.log_text(self.run_id, error, "error.txt")
+        self.client.set_terminated(self.run_id, "FAILED")
+
+    def stopped_early(self) -> None:
+        self.client.set_tag(self.run_id, "stopped_early", "true")
+        self.client.set_terminated(self.run_id, "KILLED")
+
+
+def config_key(trial: dict[str, Any]) -> str:
+    """Identity of a hyperparameter configuration across seeds (leaderboard grouping)."""
+    from .suite import trial_key
+
+    return trial_key({k: v for k, v in trial.items() if k != "seed"})

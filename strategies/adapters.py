@@ -1,0 +1,45 @@
+"""LoRA on the transformer blocks through peft, shared by `lora` and the layer-wise strategies."""
+
+from __future__ import annotations
+
+import re
+
+from torch import nn
+
+from .blocks import linear_module_suffixes, split_model
+
+
+def block_lora_targets(model: nn.Module, target_modules: list[str] | None) -> str:
+    """A peft `target_modules` regex that matches linear layers inside the blocks only.
+
+    `target_modules` narrows them by name (e.g. the paper's q/k/v/up/down projections:
+    ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]); None means every linear layer.
+    """
+    parts = split_model(model)
+    suffixes = linear_module_suffixes(parts.blocks[0])
+    if target_modules:
+        suffixes = [s for s in suffixes
+                    if any(s == t or s.endswith("." + t) for t in target_modules)]
+        if not suffixes:
+            raise ValueError(f"target_modules {target_modules} match no linear layer in the "
+                             f"blocks; they have: {linear_module_suffixes(parts.blocks[0])}")
+    alternatives = "|".join(re.escape(s) for s in suffixes)
+    return rf"(.*\.)?{re.escape(parts.blocks_name)}\.\d+\.({alternatives})"
+
+
+def add_lora(model: nn.Module, r: int, alpha: int, dropout: float,
+             target_modules: list[str] | None) -> nn.Module:
+    """Wrap the model with LoRA adapters on its blocks; every base weight ends frozen.
+
+    No peft task type is set on purpose: the head is trained by the strategy itself, so
+    peft must not add its own `modules_to_save` copy of it.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                        target_modules=block_lora_targets(model, target_modules))
+    return get_peft_model(model, config)
+
+
+def lora_params(module: nn.Module) -> list[nn.Parameter]:
+    return [p for name, p in module.named_parameters() if "lora_" in name]

@@ -1,0 +1,75 @@
+"""The interface between a strategy and the training loop.
+
+The loop calls, in order:
+    model = strategy.prepare(model)            # adapters, what may ever train
+    groups = strategy.param_groups()           # the optimizer is built once, from these
+    strategy.attach(optimizer)
+    for every optimizer step:
+        strategy.before_step(step)             # choose what trains in this step
+        ... forward / backward over the micro-batches ...
+        strategy.after_backward(step)          # read what it needs from the gradients
+        ... clip, optimizer.step(), zero_grad(set_to_none=True) ...
+`strategy.selection_trace` holds the blocks trained at each step (layer-wise strategies).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .blocks import ModelParts, split_model
+
+
+@dataclasses.dataclass
+class StrategyConfig:
+    """Options every strategy takes; subclasses add their own fields."""
+
+
+class Strategy:
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    config_class: ClassVar[type[StrategyConfig]] = StrategyConfig
+    # Learning rate used when the user gives none: adapters want a larger one.
+    default_lr: ClassVar[float] = 1e-4
+
+    def __init__(self, config: StrategyConfig, seed: int = 0):
+        self.config = config
+        self.seed = seed
+        self.model: nn.Module | None = None
+        self.parts: ModelParts | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.selection_trace: list[list[int]] = []
+
+    # -- set-up ---------------------------------------------------------------------
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """Return the model to train (possibly wrapped), with requires_grad set."""
+        raise NotImplementedError
+
+    def trainable_params(self) -> list[nn.Parameter]:
+        """Every parameter that may train at some step: the optimizer holds all of them."""
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": self.trainable_params(), "name": "all"}]
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+
+    # -- per step -------------------------------------------------------------------
+    def before_step(self, step: int) -> list[int] | None:
+        """Choose what trains in this step; return the selected block indices or None (all)."""
+        return None
+
+    def after_backward(self, step: int) -> None:
+        """Read gradients (before clipping) if the strategy needs them."""
+
+    # -- reporting ------------------------------------------------------------------
+    def trainable_count(self) -> int:
+        """Parameters that receive updates in the current step."""
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    def describe(self) -> dict[str, Any]:
+        return {"strategy": self.name, **dataclasses.asdict(self.config)}

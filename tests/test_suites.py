@@ -1,0 +1,140 @@
+"""Suites through real Ray Tune into a temporary MLflow (SQLite) store."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmark.cli import main
+from benchmark.suite import expand_trials, load_suite
+from benchmark.tracking import connect, runs_of
+
+TINY_BUDGET = {"max_steps": 4, "eval_every": 2, "batch_size": 8, "train_limit": 32,
+               "eval_limit": 16, "test_limit": 16, "max_length": 48}
+
+
+def _suite_file(tmp_path, name, strategies, **extra):
+    spec = {"name": name, "model": "tiny-llama", "tasks": ["iterater"], "seeds": [0],
+            "budget": TINY_BUDGET, "strategies": strategies, **extra}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _runs(uri, suite):
+    client = connect(uri)
+    return runs_of(client, client.get_experiment_by_name(suite).experiment_id)
+
+
+def test_smoke_suite_runs_and_resumes_without_duplicates(tmp_path, data_dir, capsys):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["run", "--suite", "smoke", "--tracking-uri", uri, "--data-dir", str(data_dir),
+            "--results-dir", str(tmp_path / "results"), "--storage-path", str(tmp_path / "ray")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    runs = _runs(uri, "smoke")
+    trials = expand_trials(load_suite("smoke"))
+    assert len(runs) == len(trials) == 10
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for r in runs:
+        for metric in ("test_macro_f1", "dev_best_macro_f1", "steps_to_converge", "peak_memory_mb",
+                       "wall_time_s", "train_samples_per_s", "trainable_share"):
+            assert metric in r.data.metrics, (metric, r.data.tags)
+        assert r.data.tags["ray_trial_id"] and r.data.tags["trial_key"]
+        assert r.data.params["model"] == "tiny-llama"
+    # The leaderboard lists every trial's strategy on every task, with its figures.
+    board = (tmp_path / "results" / "smoke" / "leaderboard.md").read_text()
+    for task in ("iterater", "argrewrite"):
+        section = board.split(f"## {task}")[1].split("## ")[0]
+        for strategy in ("full-ft", "lora", "lisa", "random-layers", "ir-tuning"):
+            assert f"| {strategy} |" in section
+    assert "FAILED" not in board and "Leaderboard: suite `smoke`" in out
+    for plot in ("f1_vs_memory.png", "dev_f1_curves.png", "ir_tuning_selection.png"):
+        assert (tmp_path / "results" / "smoke" / plot).stat().st_size > 1000
+    # A second run finds every trial finished: nothing re-runs, nothing is duplicated.
+    before = {r.info.run_id for r in runs}
+    assert main(args) == 0
+    assert "10 already finished" in capsys.readouterr().out
+    assert {r.info.run_id for r in _runs(uri, "smoke")} == before
+
+
+def test_concurrent_trials_log_completely_and_a_failure_is_recorded(tmp_path, data_dir):
+    strategies = {"full-ft": {"search": {"lr": [1e-4, 1e30]}},  # 1e30: the loss goes NaN
+                  "lora": {"search": {"lr": [1e-3, 3e-3]}},
+                  "random-layers": {"options": {"k": 1}}}
+    path = _suite_file(tmp_path, "concurrent", strategies,
+                       budget={**TINY_BUDGET, "max_grad_norm": 0},
+                       resources={"cpus_per_trial": 0.4, "max_concurrent_trials": 5})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert main(["run", "--suite", str(path), "--tracking-uri", uri, "--data-dir", str(data_dir),
+                 "--results-dir", str(tmp_path / "results"), "--storage-path", str(tmp_path / "ray")]) == 0
+    runs = _runs(uri, "concurrent")
+    assert len(runs) == 5
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert len(failed) == 1 and failed[0].data.params["hp.lr"] == "1e+30"
+    assert "TrialFailed: training diverged" in failed[0].data.tags["error"]
+    assert len(finished) == 4
+    client = connect(uri)
+    for r in finished:  # every run complete: eval history, final metrics, artifacts
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "dev_macro_f1")] == [2, 4]
+        assert "test_macro_f1" in r.data.metrics
+        assert {a.path for a in client.list_artifacts(r.info.run_id)} >= {"result.json", "selection_trace.json"}
+    # They ran at the same time: at least four runs were open at once.
+    events = sorted([(r.info.start_time, 1) for r in runs] + [(r.info.end_time, -1) for r in runs])
+    open_runs, most = 0, 0
+    for _, change in events:
+        open_runs += change
+        most = max(most, open_runs)
+    assert most >= 4
+    board = (tmp_path / "results" / "concurrent" / "leaderboard.md").read_text()
+    assert "FAILED" not in board.split("| full-ft |")[1].split("\n")[0]  # lr 1e-4 still ranks
+    assert "(1 failed)" in board
+
+
+def test_killed_suite_resumes_without_losing_or_duplicating_runs(tmp_path, data_dir):
+    strategies = {"lora": {"search": {"lr": [1e-3, 2e-3, 3e-3, 4e-3]}}}
+    path = _suite_file(tmp_path, "resume", strategies,
+                       budget={**TINY_BUDGET, "max_steps": 6, "eval_every": 2},
+                       resources={"cpus_per_trial": 1, "max_concurrent_trials": 1})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cmd = [sys.executable, "-m", "benchmark", "run", "--suite", str(path), "--tracking-uri", uri,
+           "--data-dir", str(data_dir), "--results-dir", str(tmp_path / "results"),
+           "--storage-path", str(tmp_path / "ray")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    db = tmp_path / "mlflow.db"
+    deadline = time.time() + 240
+    finished_before = 0
+    while time.time() < deadline and proc.poll() is None:
+        finished_before = _count(db, "FINISHED")
+        if finished_before >= 1:
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "the suite ended before it could be killed"
+    assert finished_before >= 1
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
+    proc.wait()
+    kept = {r.info.run_id for r in _runs(uri, "resume") if r.info.status == "FINISHED"}
+    assert main(cmd[3:]) == 0
+    runs = _runs(uri, "resume")
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    assert len({r.data.tags["trial_key"] for r in runs}) == 4
+    assert kept <= {r.info.run_id for r in runs}  # finished trials were not re-run
+
+
+def _count(db: Path, status: str) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return con.execute("select count(*) from runs where status = ? and lifecycle_stage = 'active'",
+                               (status,)).fetchone()[0]
+    except sqlite3.Error:
+        return 0
