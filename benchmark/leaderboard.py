@@ -59,8 +59,10 @@ def collect(client, exp_id: str) -> dict[str, list[Entry]]:
             best = max(configs.values(), key=lambda rs: statistics.fmean(
                 r.data.metrics.get("dev_best_macro_f1", 0.0) for r in rs))
             entry.runs = sorted(best, key=lambda r: int(r.data.params.get("seed", 0)))
-            entry.config = {k: v for k, v in best[0].data.params.items()
-                            if k.startswith(("hp.", "opt.")) or k in ("config.lr",)}
+            params = best[0].data.params
+            entry.config = {k: v for k, v in params.items() if k.startswith(("hp.", "opt."))}
+            if "hp.lr" not in params and "config.lr" in params:  # the strategy's default lr
+                entry.config["config.lr"] = params["config.lr"]
         board.setdefault(task, []).append(entry)
     for entries in board.values():
         entries.sort(key=lambda e: (e.mean("test_macro_f1") is None, -(e.mean("test_macro_f1") or 0)))
@@ -94,8 +96,9 @@ def markdown(suite: str, board: dict[str, list[Entry]], source: str) -> str:
             share = e.mean("trainable_share")
             hyper = ", ".join(f"{k.split('.', 1)[1]}={v}" for k, v in sorted(e.config.items())) or "defaults"
             failed = f" ({len(e.failed)} failed)" if e.failed else ""
+            spread = f" ± {_fmt(e.std('test_macro_f1'))}" if len(e.runs) > 1 else ""
             lines.append(
-                f"| {rank} | {e.strategy} | {_fmt(e.mean('test_macro_f1'))} ± {_fmt(e.std('test_macro_f1'))} "
+                f"| {rank} | {e.strategy} | {_fmt(e.mean('test_macro_f1'))}{spread} "
                 f"| {_fmt(e.mean('test_accuracy'))} | {_fmt(e.mean('dev_best_macro_f1'))} "
                 f"| {len(e.runs)}{failed} | {_fmt(e.mean('steps_to_converge'), 0)} "
                 f"| {_fmt(e.mean('peak_memory_mb'), 0)} | {_fmt(e.mean('wall_time_s'), 0)} "

@@ -138,3 +138,42 @@ def _count(db: Path, status: str) -> int:
                                (status,)).fetchone()[0]
     except sqlite3.Error:
         return 0
+
+
+def test_random_search_draws_the_same_configurations_on_every_load(tmp_path):
+    path = _suite_file(tmp_path, "random", {"lora": {"search": {"lr": {"loguniform": [1e-4, 1e-2]},
+                                                               "r": [4, 8]}}},
+                       search={"algorithm": "random", "num_samples": 3, "seed": 5},
+                       seeds=[0, 1])
+    first, second = expand_trials(load_suite(str(path))), expand_trials(load_suite(str(path)))
+    assert first == second and len(first) == 2 * 3 * 2  # r grid x samples x seeds
+    lrs = {t["hyperparameters"]["lr"] for t in first}
+    assert len(lrs) == 6 and all(1e-4 <= lr <= 1e-2 for lr in lrs)
+    assert {t["options"]["r"] for t in first} == {4, 8}
+
+
+def test_distribution_under_grid_search_is_refused(tmp_path, capsys):
+    path = _suite_file(tmp_path, "badgrid", {"lora": {"search": {"lr": {"uniform": [0.1, 0.2]}}}})
+    assert main(["run", "--suite", str(path), "--dry-run"]) == 2
+    assert "use search.algorithm random or optuna" in capsys.readouterr().err
+
+
+def test_optuna_search_and_asha_scheduler_run_through_ray(tmp_path, data_dir):
+    path = _suite_file(tmp_path, "optuna", {"lora": {"search": {"lr": {"loguniform": [1e-4, 1e-2]}}}},
+                       search={"algorithm": "optuna", "num_samples": 3, "seed": 1},
+                       scheduler={"type": "asha", "grace_period": 1},
+                       budget={**TINY_BUDGET, "max_steps": 4, "eval_every": 1},
+                       resources={"cpus_per_trial": 1, "max_concurrent_trials": 2})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert main(["run", "--suite", str(path), "--tracking-uri", uri, "--data-dir", str(data_dir),
+                 "--results-dir", str(tmp_path / "results"), "--storage-path", str(tmp_path / "ray")]) == 0
+    runs = _runs(uri, "optuna")
+    assert len(runs) == 3
+    lrs = {float(r.data.params["hp.lr"]) for r in runs}
+    assert len(lrs) == 3 and all(1e-4 <= lr <= 1e-2 for lr in lrs)
+    # ASHA may stop some trials early; those are KILLED and tagged, the rest FINISHED.
+    for r in runs:
+        assert r.info.status in ("FINISHED", "KILLED")
+        if r.info.status == "KILLED":
+            assert r.data.tags["stopped_early"] == "true"
+    assert any(r.info.status == "FINISHED" for r in runs)
