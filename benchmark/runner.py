@@ -51,7 +51,7 @@ def tune_trainable(config: dict[str, Any], finished: dict[str, dict], data_dir: 
         tune.report({"error": message, "dev_macro_f1": float("nan")})
         raise
     tune.report({**final_metrics(result), "dev_macro_f1": result["dev"]["macro_f1"],
-                 "result_json": json.dumps(result), "done": 1})
+                 "result_json": json.dumps(result), "trial_finished": 1})
 
 
 # -- on the driver ----------------------------------------------------------------------------
@@ -86,7 +86,7 @@ def _make_callback(client, exp_id: str, suite: Suite, total: int, finished: dict
                 self._logger(trial)  # the run starts with the trial
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            if result.get("already_finished") or result.get("error") or result.get("done"):
+            if result.get("already_finished") or result.get("error") or result.get("trial_finished"):
                 return
             self._logger(trial).log_eval(int(result["step"]), {
                 k: result[k] for k in ("dev_macro_f1", "dev_accuracy", "train_loss") if k in result})
@@ -97,7 +97,7 @@ def _make_callback(client, exp_id: str, suite: Suite, total: int, finished: dict
             if last.get("already_finished"):
                 self.skipped += 1
                 outcome = "already finished"
-            elif last.get("done"):
+            elif last.get("trial_finished"):  # Tune's own "done" key means something else
                 self._logger(trial).finish(json.loads(last["result_json"]))
                 self.done += 1
                 self.durations.append(time.time() - self.started.get(trial.trial_id, self.t0))
@@ -211,7 +211,8 @@ def run_suite(suite: Suite, tracking_uri: str, address: str | None = None,
         trainable = tune.with_resources(
             tune.with_parameters(tune_trainable, finished=finished, data_dir=data_dir, cpus=cpus),
             {"cpu": cpus, "gpu": suite.resources["gpus_per_trial"]})
-        callback = _make_callback(client, exp_id, suite, len(trials), finished)
+        total = len(trials) * (int(suite.search.get("num_samples", 1)) if suite.algorithm == "optuna" else 1)
+        callback = _make_callback(client, exp_id, suite, total, finished)
         storage = storage_path or "results/ray"
         if "://" not in storage:  # Ray wants an absolute local path; s3:// and gs:// pass as is
             storage = str(Path(storage).resolve())
