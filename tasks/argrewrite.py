@@ -83,6 +83,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from benchmark.errors import UserError
+from tasks.fetch import fetch_into_default_cache
 from tasks.base import (
     SPLITS,
     Task,
@@ -368,7 +369,7 @@ class _ArgRewriteBase(Task):
     def load(self, data_dir=None):
         root = resolve_data_dir(data_dir)
         annotations_dir = root / SUBDIR
-        if not annotation_files(annotations_dir):
+        if not annotation_files(annotations_dir) and not fetch_into_default_cache(self.name, data_dir):
             raise missing_data_error(self.name, EXPECTED_FILES, root, SOURCE)
         revisions = parsed_revisions(annotations_dir)
         split_of = essay_splits({r["essay_id"] for r in revisions})

@@ -134,3 +134,15 @@ def fetch_data(names: str | Iterable[str] | None = None, data_dir: str | os.Path
         if not _present(corpus, root):
             raise UserError(f"{corpus}: download finished but the expected files are still missing under {root}")
     return root
+
+
+def fetch_into_default_cache(task: str, data_dir) -> bool:
+    """When no data directory was named (neither argument nor $BENCHMARK_DATA_DIR), try to
+    fill the per-user cache from the public sources; False when offline or not applicable."""
+    if (data_dir is not None and str(data_dir) != "") or os.environ.get(DATA_DIR_ENV):
+        return False
+    try:
+        fetch_data(task, None)
+    except UserError:
+        return False
+    return True

@@ -28,6 +28,7 @@ import os
 from pathlib import Path
 
 from benchmark.errors import UserError
+from tasks.fetch import fetch_into_default_cache
 from tasks.base import SPLITS, Task, build_dataset_dict, missing_data_error, register_task, resolve_data_dir
 
 SUBDIR = Path("iterater") / "human_sent_level"
@@ -50,6 +51,8 @@ class IteraTeRTask(Task):
     def load(self, data_dir=None):
         files = self.files(data_dir)
         missing = [p for p in files.values() if not p.is_file()]
+        if missing and fetch_into_default_cache(self.name, data_dir):
+            missing = []
         if missing:
             root = resolve_data_dir(data_dir)
             expected = ", ".join(str(SUBDIR / SPLIT_FILES[s]) for s in SPLITS)
