@@ -27,6 +27,13 @@ def _suite_file(tmp_path, name, strategies, **extra):
     return path
 
 
+def _run_args(tmp_path, suite, data_dir):
+    """`run` arguments that keep MLflow, results and Ray state inside tmp_path."""
+    return ["run", "--suite", str(suite), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+            "--data-dir", str(data_dir), "--results-dir", str(tmp_path / "results"),
+            "--storage-path", str(tmp_path / "ray")]
+
+
 def _runs(uri, suite):
     client = connect(uri)
     return runs_of(client, client.get_experiment_by_name(suite).experiment_id)
@@ -34,8 +41,7 @@ def _runs(uri, suite):
 
 def test_smoke_suite_runs_and_resumes_without_duplicates(tmp_path, data_dir, capsys):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    args = ["run", "--suite", "smoke", "--tracking-uri", uri, "--data-dir", str(data_dir),
-            "--results-dir", str(tmp_path / "results"), "--storage-path", str(tmp_path / "ray")]
+    args = _run_args(tmp_path, "smoke", data_dir)
     assert main(args) == 0
     out = capsys.readouterr().out
     runs = _runs(uri, "smoke")
@@ -72,8 +78,7 @@ def test_concurrent_trials_log_completely_and_a_failure_is_recorded(tmp_path, da
                        budget={**TINY_BUDGET, "max_grad_norm": 0},
                        resources={"cpus_per_trial": 0.4, "max_concurrent_trials": 5})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    assert main(["run", "--suite", str(path), "--tracking-uri", uri, "--data-dir", str(data_dir),
-                 "--results-dir", str(tmp_path / "results"), "--storage-path", str(tmp_path / "ray")]) == 0
+    assert main(_run_args(tmp_path, path, data_dir)) == 0
     runs = _runs(uri, "concurrent")
     assert len(runs) == 5
     failed = [r for r in runs if r.info.status == "FAILED"]
@@ -104,9 +109,7 @@ def test_killed_suite_resumes_without_losing_or_duplicating_runs(tmp_path, data_
                        budget={**TINY_BUDGET, "max_steps": 6, "eval_every": 2},
                        resources={"cpus_per_trial": 1, "max_concurrent_trials": 1})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    cmd = [sys.executable, "-m", "benchmark", "run", "--suite", str(path), "--tracking-uri", uri,
-           "--data-dir", str(data_dir), "--results-dir", str(tmp_path / "results"),
-           "--storage-path", str(tmp_path / "ray")]
+    cmd = [sys.executable, "-m", "benchmark", *_run_args(tmp_path, path, data_dir)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     db = tmp_path / "mlflow.db"
@@ -165,8 +168,7 @@ def test_optuna_search_and_asha_scheduler_run_through_ray(tmp_path, data_dir):
                        budget={**TINY_BUDGET, "max_steps": 4, "eval_every": 1},
                        resources={"cpus_per_trial": 1, "max_concurrent_trials": 2})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    assert main(["run", "--suite", str(path), "--tracking-uri", uri, "--data-dir", str(data_dir),
-                 "--results-dir", str(tmp_path / "results"), "--storage-path", str(tmp_path / "ray")]) == 0
+    assert main(_run_args(tmp_path, path, data_dir)) == 0
     runs = _runs(uri, "optuna")
     assert len(runs) == 3
     lrs = {float(r.data.params["hp.lr"]) for r in runs}
