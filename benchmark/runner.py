@@ -29,10 +29,11 @@ def concrete_trial(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def tune_trainable(config: dict[str, Any], finished: dict[str, dict], data_dir: str | None,
-                   cpus: float) -> None:
+                   cpus: float, workers=None, storage_path: str | None = None) -> None:
     import torch
     from ray import tune
 
+    from .memory import release_accelerator_memory
     from .train import run_trial
 
     trial = concrete_trial(config)
@@ -41,15 +42,23 @@ def tune_trainable(config: dict[str, Any], finished: dict[str, dict], data_dir: 
         tune.report({**finished[key], "dev_macro_f1": finished[key].get("dev_best_macro_f1"),
                      "already_finished": 1})
         return
-    torch.set_num_threads(max(1, int(cpus)))
     try:
-        result = run_trial(train_config(trial, data_dir),
-                           on_eval=lambda step, metrics: tune.report({**metrics, "step": step}))
+        if workers is not None:  # data-parallel: Ray Train workers report through Tune
+            from .ray_workers import run_on_workers
+
+            result = run_on_workers(train_config(trial, data_dir), workers,
+                                    storage_path=storage_path, inside_tune=True)
+        else:
+            torch.set_num_threads(max(1, int(cpus)))
+            result = run_trial(train_config(trial, data_dir),
+                               on_eval=lambda step, metrics: tune.report({**metrics, "step": step}))
     except Exception as error:
         message = " ".join(f"{type(error).__name__}: {error}".split())
         # The driver records the message on the MLflow run; Tune wants its metric in every report.
         tune.report({"error": message, "dev_macro_f1": float("nan")})
         raise
+    finally:  # the next trial on this GPU must not find our cached memory there
+        release_accelerator_memory()
     tune.report({**final_metrics(result), "dev_macro_f1": result["dev"]["macro_f1"],
                  "result_json": json.dumps(result), "trial_finished": 1})
 
@@ -86,8 +95,8 @@ def _make_callback(client, exp_id: str, suite: Suite, total: int, finished: dict
                 self._logger(trial)  # the run starts with the trial
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            if result.get("already_finished") or result.get("error") or result.get("trial_finished"):
-                return
+            if "step" not in result or result.get("error") or result.get("trial_finished"):
+                return  # only evaluation reports carry a step
             self._logger(trial).log_eval(int(result["step"]), {
                 k: result[k] for k in ("dev_macro_f1", "dev_accuracy", "train_loss") if k in result})
 
@@ -165,6 +174,7 @@ def start_ray(address: str | None):
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     kwargs = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
                   configure_logging=True)
+    address = address or os.environ.get("RAY_ADDRESS")  # set inside `ray job submit`
     if address:
         _check_address(address)
         try:
@@ -183,10 +193,17 @@ def print_plan(suite: Suite, trials: list[dict[str, Any]], out=None) -> None:
           + (f" ({suite.search.get('num_samples', 1)} samples per strategy, task and seed)"
              if suite.algorithm == "optuna" else ""), file=out)
     print(f"model {suite.model}; budget {json.dumps(suite.budget)}", file=out)
-    print(f"resources per trial: {r['cpus_per_trial']} CPU, {r['gpus_per_trial']} GPU; "
+    per_trial = ("no CPU of its own (it waits for its workers)" if suite.distributed
+                 else f"{r['cpus_per_trial']} CPU, {r['gpus_per_trial']} GPU")
+    print(f"resources per trial: {per_trial}; "
           f"at most {r.get('max_concurrent_trials', 'as many as fit')} at once; "
           f"scheduler: {suite.scheduler['type'] if suite.scheduler else 'none (fixed budget)'}",
           file=out)
+    if suite.distributed:
+        d = suite.worker_resources
+        print(f"data-parallel trials: {d.workers} Ray Train workers of {d.cpus_per_worker} CPU, "
+              f"{d.gpus_per_worker} GPU each; deepspeed {suite.distributed.get('deepspeed', 'none')}",
+              file=out)
     for i, t in enumerate(trials):
         values = {**t["hyperparameters"], **t["options"]}
         text = " ".join(f"{k}={v}" for k, v in values.items()) or "(defaults)"
@@ -208,14 +225,20 @@ def run_suite(suite: Suite, tracking_uri: str, address: str | None = None,
     started_ray = start_ray(address)
     try:
         cpus = suite.resources["cpus_per_trial"]
-        trainable = tune.with_resources(
-            tune.with_parameters(tune_trainable, finished=finished, data_dir=data_dir, cpus=cpus),
-            {"cpu": cpus, "gpu": suite.resources["gpus_per_trial"]})
-        total = len(trials) * (int(suite.search.get("num_samples", 1)) if suite.algorithm == "optuna" else 1)
-        callback = _make_callback(client, exp_id, suite, total, finished)
         storage = storage_path or "results/ray"
         if "://" not in storage:  # Ray wants an absolute local path; s3:// and gs:// pass as is
             storage = str(Path(storage).resolve())
+        workers = suite.worker_resources
+        # A data-parallel trial only waits for its workers, which hold the CPUs and GPUs;
+        # Ray refuses an all-zero request, so it asks for one byte of memory.
+        trial_resources = ({"cpu": 0, "memory": 1} if workers else
+                           {"cpu": cpus, "gpu": suite.resources["gpus_per_trial"]})
+        trainable = tune.with_resources(
+            tune.with_parameters(tune_trainable, finished=finished, data_dir=data_dir, cpus=cpus,
+                                 workers=workers, storage_path=storage),
+            trial_resources)
+        total = len(trials) * (int(suite.search.get("num_samples", 1)) if suite.algorithm == "optuna" else 1)
+        callback = _make_callback(client, exp_id, suite, total, finished)
         for param_space, search_alg, num_samples in _tuner_runs(suite, trials):
             tuner = tune.Tuner(
                 trainable, param_space=param_space,

@@ -14,6 +14,11 @@ and resources. Validated on load; `expand_trials` turns one into concrete trial 
     search: {algorithm: grid}                   # grid | random | optuna, num_samples, seed
     scheduler: null                             # or {type: asha, grace_period: 2}
     resources: {cpus_per_trial: 1, gpus_per_trial: 0, max_concurrent_trials: 2}
+    distributed: {workers: 2, cpus_per_worker: 1, gpus_per_worker: 1, deepspeed: zero2}
+
+`distributed` (optional) makes every trial data-parallel: a Ray Train TorchTrainer with
+`workers` workers inside the Tune trial, each with its own resources, optionally under
+DeepSpeed ZeRO (`none`, `zero2`, `zero3`). `budget.batch_size` stays the global batch.
 """
 
 from __future__ import annotations
@@ -29,11 +34,12 @@ from .errors import UserError
 
 SUITES_DIR = Path(__file__).parent / "suites"
 TOP_KEYS = {"name", "description", "model", "tasks", "seeds", "budget", "strategies",
-            "search", "scheduler", "resources", "notes"}
+            "search", "scheduler", "resources", "distributed", "notes"}
 STRATEGY_KEYS = {"options", "search"}
 SEARCH_KEYS = {"algorithm", "num_samples", "seed"}
 SCHEDULER_KEYS = {"type", "grace_period", "reduction_factor"}
 RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "max_concurrent_trials"}
+DISTRIBUTED_KEYS = {"workers", "cpus_per_worker", "gpus_per_worker", "deepspeed"}
 DISTRIBUTIONS = {"uniform", "loguniform", "choice", "randint", "grid"}
 # Trial fields that are not a TrainConfig field or a strategy option.
 RUN_ONLY_KEYS = {"task", "strategy", "seed", "model"}
@@ -52,6 +58,18 @@ class Suite:
     scheduler: dict[str, Any] | None
     resources: dict[str, Any]
     path: Path
+    distributed: dict[str, Any] | None = None  # workers, cpus/gpus_per_worker, deepspeed
+
+    @property
+    def worker_resources(self):
+        """Ray Train workers per trial, or None for single-process trials."""
+        if not self.distributed:
+            return None
+        from .ray_workers import WorkerResources
+
+        return WorkerResources(int(self.distributed.get("workers", 1)),
+                               float(self.distributed.get("cpus_per_worker", 1)),
+                               float(self.distributed.get("gpus_per_worker", 0)))
 
     @property
     def algorithm(self) -> str:
@@ -148,12 +166,30 @@ def _validate(raw: dict, path: Path) -> Suite:
             raise UserError(f"{path}: scheduler.type must be 'asha' (or leave scheduler out)")
     resources = raw.get("resources") or {}
     _check_keys(path, "resources", resources, RESOURCE_KEYS)
+    distributed = raw.get("distributed")
+    if distributed is not None:
+        _check_keys(path, "distributed", distributed, DISTRIBUTED_KEYS)
+        if "deepspeed" in budget:
+            raise UserError(f"{path}: give deepspeed in distributed, not in budget")
+        if distributed.get("deepspeed", "none") not in ("none", "zero2", "zero3"):
+            raise UserError(f"{path}: distributed.deepspeed must be none, zero2 or zero3")
+        # The ZeRO stage changes what a trial computes: it is part of every trial's config.
+        budget = {**budget, "deepspeed": distributed.get("deepspeed", "none")}
+        if budget["deepspeed"] != "none":
+            for name, spec in strategies.items():
+                policy = spec["options"].get("optimizer_state", "keep")
+                if policy != "keep":
+                    raise UserError(f"{path}: strategies.{name}.options.optimizer_state={policy} "
+                                    "cannot run under DeepSpeed ZeRO (it owns the optimizer "
+                                    "state); use keep")
     suite = Suite(name=str(raw["name"]), description=str(raw.get("description", "")),
                   model=str(raw.get("model", "minilm")), tasks=list(raw["tasks"]),
                   seeds=[int(s) for s in raw.get("seeds", [0])], budget=budget,
                   strategies=strategies, search=search, scheduler=scheduler,
-                  resources={"cpus_per_trial": 1, "gpus_per_trial": 0, **resources}, path=path)
+                  resources={"cpus_per_trial": 1, "gpus_per_trial": 0, **resources}, path=path,
+                  distributed=distributed)
     try:
+        suite.worker_resources  # bad worker counts or fractional GPUs per worker
         expand_trials(suite)  # every option and value must make a valid trial
     except UserError as error:
         raise UserError(f"{path}: {error}") from None

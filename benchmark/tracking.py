@@ -19,7 +19,8 @@ from .errors import UserError
 DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
 FINAL_METRICS = ("test_macro_f1", "test_accuracy", "test_macro_precision", "test_macro_recall",
                  "test_macro_auprc", "dev_best_macro_f1", "best_step", "steps_to_converge",
-                 "peak_memory_mb", "torch_peak_allocated_mb", "wall_time_s", "train_time_s",
+                 "peak_memory_mb", "torch_peak_allocated_mb", "peak_memory_mb_max_worker",
+                 "wall_time_s", "train_time_s",
                  "train_samples_per_s", "trainable_share", "trainable_params_mean",
                  "total_params")
 
@@ -105,6 +106,24 @@ def final_metrics(result: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if v is not None}
 
 
+def _optional_tags(result: dict[str, Any], env: dict[str, Any]) -> list:
+    """Tags only some trials have: workers and ZeRO stage of a data-parallel trial, the
+    Ray node that ran the trial (rank 0's), and on an NVML
+    figure whether other processes shared the GPU (None: NVML could not tell)."""
+    from mlflow.entities import RunTag
+
+    tags = []
+    if env.get("world_size", 1) > 1 or env.get("deepspeed", "none") != "none":
+        tags.append(RunTag("workers", str(env.get("world_size", 1))))
+        tags.append(RunTag("deepspeed", str(env.get("deepspeed"))))
+    if env.get("ray_node_id"):
+        tags.append(RunTag("ray_node_id", str(env["ray_node_id"])))
+    if "memory_shared_device" in result:
+        shared = result["memory_shared_device"]
+        tags.append(RunTag("memory_shared_device", "unknown" if shared is None else str(shared).lower()))
+    return tags
+
+
 class TrialLogger:
     """Writes one trial's MLflow run. The Tune callback drives it from the driver."""
 
@@ -144,8 +163,12 @@ class TrialLogger:
             params=[Param(f"config.{k}", str(v)) for k, v in result["config"].items()
                     if k not in ("task", "strategy", "model", "seed", "strategy_options")],
             tags=[RunTag("device", str(env.get("device"))),
-                  RunTag("gpu", f"{env.get('gpu_count', 0)} x {env.get('gpu_name', '-')}"),
-                  RunTag("memory_source", str(result.get("memory_source")))])
+                  # The memory sampler's GPU count (distinct UUIDs over all workers) wins
+                  # over the environment's, which is one worker's view.
+                  RunTag("gpu", f"{result.get('gpu_count', env.get('gpu_count', 0))} x "
+                                f"{result.get('gpu_name', env.get('gpu_name', '-'))}"),
+                  RunTag("memory_source", str(result.get("memory_source"))),
+                  *_optional_tags(result, env)])
         self.client.log_text(self.run_id, json.dumps(result, indent=1), "result.json")
         self.client.log_text(self.run_id, json.dumps(result.get("selection_trace", [])),
                              "selection_trace.json")

@@ -45,12 +45,15 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     device: str = "auto"
     converge_tolerance: float = DEFAULT_CONVERGE_TOLERANCE
+    deepspeed: str = "none"  # none | zero2 | zero3 (cluster/deepspeed/zero{2,3}.json)
 
     def __post_init__(self):
         if self.max_steps < 1 or self.batch_size < 1 or self.grad_accum < 1 or self.eval_every < 1:
             raise UserError("max_steps, batch_size, grad_accum and eval_every must be at least 1")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise UserError(f"precision must be auto, fp32, bf16 or fp16, not {self.precision!r}")
+        if self.deepspeed not in ("none", "zero2", "zero3"):
+            raise UserError(f"deepspeed must be none, zero2 or zero3, not {self.deepspeed!r}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -93,12 +96,17 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None) -> dict[
     from strategies import get_strategy
 
     from . import data, models
-    from .memory import PeakMemorySampler
+    from .distributed import make_backend
+    from .memory import PeakMemorySampler, combine_worker_peaks
 
     started = time.time()
     transformers.set_seed(config.seed)
     device = resolve_device(config.device)
     precision, autocast_dtype, use_scaler = resolve_precision(config.precision, device)
+    backend = make_backend(config.deepspeed, device, precision)
+    backend.check_batch(config.batch_size)
+    if backend.manages_precision:
+        autocast_dtype, use_scaler = None, False
     input_format = config.input_format or models.default_input_format(config.model)
 
     task = tasks.get_task(config.task)
@@ -118,11 +126,8 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None) -> dict[
     model = strategy.prepare(model)
     total_params = sum(p.numel() for p in model.parameters())
     lr = config.lr if config.lr is not None else strategy.default_lr
-    optimizer = torch.optim.AdamW(strategy.param_groups(), lr=lr,
-                                  weight_decay=config.weight_decay)
-    strategy.attach(optimizer)
     warmup = config.warmup_steps if config.warmup_steps is not None else max(1, config.max_steps // 10)
-    scheduler = transformers.get_linear_schedule_with_warmup(optimizer, warmup, config.max_steps)
+    model, optimizer, scheduler = setup_optimization(model, strategy, backend, config, lr, warmup)
     scaler = torch.amp.GradScaler(device.split(":")[0]) if use_scaler else None
     trainable = strategy.trainable_params()
 
@@ -149,7 +154,7 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None) -> dict[
             loss_sum += optimizer_step(model, strategy, optimizer, micro_batches, step,
                                        device=device, autocast_dtype=autocast_dtype,
                                        scaler=scaler, max_grad_norm=config.max_grad_norm,
-                                       trainable=trainable)
+                                       trainable=trainable, backend=backend)
             scheduler.step()
             samples += sum(b["labels"].shape[0] for b in micro_batches)
             trainable_counts.append(strategy.trainable_count())
@@ -157,7 +162,7 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None) -> dict[
             train_seconds += time.perf_counter() - step_started
 
             if (step + 1) % config.eval_every == 0 or step + 1 == config.max_steps:
-                train_loss = (loss_sum / loss_steps).item()
+                train_loss = backend.mean(loss_sum / loss_steps).item()
                 if not math.isfinite(train_loss):
                     raise TrialFailed(f"training diverged: loss is {train_loss} at step {step + 1}")
                 loss_sum.zero_()
@@ -167,16 +172,15 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None) -> dict[
                                 "dev_macro_f1": dev["macro_f1"], "dev_accuracy": dev["accuracy"]})
                 if dev["macro_f1"] > best["macro_f1"]:
                     best = {**dev, "step": step + 1}
-                    best_weights = [p.detach().to("cpu", copy=True) for p in trainable]
+                    best_weights = backend.snapshot(trainable)
                 if on_eval:
                     on_eval(step + 1, {"dev_macro_f1": dev["macro_f1"],
                                        "dev_accuracy": dev["accuracy"], "train_loss": train_loss})
 
-        with torch.no_grad():  # test only at the best dev step
-            for p, saved in zip(trainable, best_weights):
-                p.copy_(saved.to(p.device))
+        backend.restore(trainable, best_weights)  # test only at the best dev step
         test = evaluate(test_set)
-    peak = memory.result()
+    # Every worker sampled its own processes; the trial's figure combines them.
+    peak = combine_worker_peaks(backend.gather(memory.result()))
 
     converge_step = steps_to_converge([(h["step"], h["dev_macro_f1"]) for h in history],
                                       config.converge_tolerance)
@@ -205,39 +209,53 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None) -> dict[
         "selection_trace": _compact_trace(strategy.selection_trace, getattr(strategy, "num_blocks", 0)),
         "num_blocks": strategy.parts.num_blocks,
         "sizes": {"train": len(train_set), "validation": len(dev_set), "test": len(test_set)},
-        "environment": _environment(device),
+        "environment": {**_environment(device), **backend.describe()},
     }
+
+
+def setup_optimization(model, strategy, backend, config: TrainConfig, lr: float, warmup: int):
+    """(model to call, optimizer to step, scheduler): AdamW over the strategy's parameter
+    groups (one per block), built once; the scheduler drives the groups' learning rates
+    and the backend (DeepSpeed) may wrap both."""
+    import transformers
+
+    from strategies.optimizer import BlockwiseAdamW
+
+    optimizer = BlockwiseAdamW(strategy.param_groups(), lr=lr, weight_decay=config.weight_decay)
+    scheduler = transformers.get_linear_schedule_with_warmup(optimizer, warmup, config.max_steps)
+    strategy.attach(optimizer)
+    model, step_optimizer = backend.wrap(model, optimizer, strategy, config)
+    strategy.read_grad = backend.grad
+    return model, step_optimizer, scheduler
 
 
 def optimizer_step(model, strategy, optimizer, micro_batches, step: int, *, device: str = "cpu",
                    autocast_dtype=None, scaler=None, max_grad_norm: float | None = 1.0,
-                   trainable=None):
-    """One optimizer step over the micro-batches (gradient accumulation); returns the
-    step's mean loss as a detached device tensor (no host sync here)."""
+                   trainable=None, backend=None):
+    """One optimizer step over the micro-batches (gradient accumulation); each micro-batch
+    is a global batch of which this worker takes its share. Returns this worker's mean
+    loss of the step as a detached device tensor (no host sync here)."""
     import torch
 
+    from .distributed import LocalBackend
+
+    backend = backend or LocalBackend()
     trainable = trainable if trainable is not None else strategy.trainable_params()
     strategy.before_step(step)
     step_loss = torch.zeros((), device=device)
-    for batch in micro_batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
+    for i, batch in enumerate(micro_batches):
+        batch = {k: v.to(device) for k, v in backend.shard(batch).items()}
         with torch.autocast(device.split(":")[0], dtype=autocast_dtype,
                             enabled=autocast_dtype is not None):
             loss = model(**batch).loss / len(micro_batches)
-        (scaler.scale(loss) if scaler else loss).backward()
+        backend.backward(loss, scaler)
+        backend.end_micro_batch(last=i == len(micro_batches) - 1)
         step_loss += loss.detach().float()
+    backend.reduce_gradients(trainable)
     if scaler:
-        scaler.unscale_(optimizer)
+        scaler.unscale_(optimizer)  # the scores read unscaled gradients
     strategy.after_backward(step)  # gradients before clipping, as the reference
-    if max_grad_norm:
-        torch.nn.utils.clip_grad_norm_([p for p in trainable if p.grad is not None],
-                                       max_grad_norm)
-    if scaler:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)  # frozen blocks: None grad, so no update at all
+    backend.apply(optimizer, trainable, max_grad_norm, scaler)
     return step_loss
 
 
@@ -276,6 +294,8 @@ def _compact_trace(trace: list[list[int]], num_blocks: int) -> list[str]:
 
 
 def _environment(device: str) -> dict[str, Any]:
+    import sys
+
     import torch
 
     env = {"device": device, "torch": torch.__version__, "python": platform.python_version(),
@@ -283,4 +303,7 @@ def _environment(device: str) -> dict[str, Any]:
     if device.startswith("cuda"):
         env["gpu_name"] = torch.cuda.get_device_name()
         env["gpu_count"] = torch.cuda.device_count()
+    ray = sys.modules.get("ray")  # only inside a Ray worker; never start Ray here
+    if ray is not None and ray.is_initialized():
+        env["ray_node_id"] = ray.get_runtime_context().get_node_id()
     return env

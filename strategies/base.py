@@ -42,6 +42,9 @@ class Strategy:
         self.parts: ModelParts | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.selection_trace: list[list[int]] = []
+        # Set by the training backend: how to read a parameter's full gradient (ZeRO
+        # partitions gradients).
+        self.read_grad = lambda p: p.grad
 
     # -- set-up ---------------------------------------------------------------------
     def prepare(self, model: nn.Module) -> nn.Module:

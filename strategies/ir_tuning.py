@@ -118,8 +118,9 @@ class IRTuning(LayerwiseStrategy):
         grads, owner = [], []
         for i in self.selected:
             for p in self.block_params[i]:
-                if p.grad is not None:
-                    grads.append(p.grad)
+                grad = self.read_grad(p)
+                if grad is not None:
+                    grads.append(grad)
                     owner.append(i)
         if not grads:
             return

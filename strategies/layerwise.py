@@ -111,9 +111,21 @@ class LayerwiseStrategy(Strategy):
                 self._on_freeze(params)
             elif on and i not in previous:
                 self._on_unfreeze(params)
+        self._mark_frozen_groups(chosen)
         self.selected = chosen
         self.selection_trace.append(chosen)
         return chosen
+
+    def _mark_frozen_groups(self, chosen: list[int]) -> None:
+        """Flag the unselected blocks' parameter groups: the loop's optimizer skips them
+        (needed under DeepSpeed ZeRO, which steps every partition; see strategies/optimizer.py)."""
+        if self.optimizer is None:
+            return
+        chosen_set = set(chosen)
+        for group in self.optimizer.param_groups:
+            name = group.get("name", "")
+            if name.startswith("block."):
+                group["frozen"] = int(name.split(".")[1]) not in chosen_set
 
     # -- optimizer state of frozen blocks ----------------------------------------------
     def _on_freeze(self, params: list[nn.Parameter]) -> None:
