@@ -82,6 +82,7 @@ def markdown(suite: str, board: dict[str, list[Entry]], source: str) -> str:
     devices = sorted({r.data.tags.get("device", "?") for es in board.values() for e in es for r in e.runs})
     if commits:
         lines += [f"Commits: {', '.join(commits)}; devices: {', '.join(devices)}.", ""]
+    lines += _model_lines(board)
     for task, entries in board.items():
         lines += [f"## {task}", "",
                   "| rank | strategy | test macro F1 | test acc | dev macro F1 | seeds | steps to converge "
@@ -105,6 +106,16 @@ def markdown(suite: str, board: dict[str, list[Entry]], source: str) -> str:
                 f"| {_fmt(100 * share if share is not None else None, 2)}% | {hyper} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _model_lines(board: dict[str, list[Entry]]) -> list[str]:
+    """Which model the figures are for; an alias carries its caveats (e.g. quantised weights)."""
+    from .models import MODEL_ALIASES
+
+    models = sorted({r.data.params.get("model", "?") for es in board.values() for e in es
+                     for r in e.runs})
+    return [f"Model `{m}`" + (f": {MODEL_ALIASES[m].description}." if m in MODEL_ALIASES else ".")
+            for m in models] + ([""] if models else [])
 
 
 def write_plots(client, board: dict[str, list[Entry]], out_dir: Path) -> list[Path]:
