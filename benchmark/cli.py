@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .distributed import DEEPSPEED_CHOICES
 from .errors import UserError
 from .train import TrialFailed
 from .tracking import DEFAULT_TRACKING_URI
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device")
     train.add_argument("--seed", type=int)
     train.add_argument("--converge-tolerance", type=float)
-    train.add_argument("--deepspeed", choices=["none", "zero2", "zero3"],
+    train.add_argument("--deepspeed", choices=DEEPSPEED_CHOICES,
                        help="DeepSpeed ZeRO stage (configs in cluster/deepspeed/)")
     train.add_argument("--workers", type=int, default=1,
                        help="data-parallel workers on Ray Train (batch size is the global batch)")

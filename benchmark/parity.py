@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .distributed import DEEPSPEED_CHOICES
 from .errors import UserError
 
 # The strategies with options that keep runs comparable: no dropout (a worker's dropout
@@ -159,7 +160,7 @@ def report(parity: dict[str, Any], tolerance: float) -> tuple[str, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.parity", description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--deepspeed", choices=["none", "zero2", "zero3"], default="zero2")
+    parser.add_argument("--deepspeed", choices=DEEPSPEED_CHOICES, default="zero2")
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), metavar="NAME")
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="largest relative loss difference accepted")

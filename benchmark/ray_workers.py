@@ -41,6 +41,8 @@ def run_on_workers(config: TrainConfig, resources: WorkerResources, *,
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from .runner import resolve_storage_path
+
     callbacks = []
     if inside_tune:  # forwards the workers' evaluation reports to the Tune trial
         from ray.tune.integration.ray_train import TuneReportCallback
@@ -50,8 +52,6 @@ def run_on_workers(config: TrainConfig, resources: WorkerResources, *,
     per_worker = {"CPU": resources.cpus_per_worker}
     if use_gpu:
         per_worker["GPU"] = resources.gpus_per_worker
-    storage = str(Path(storage_path or "results/ray").resolve()) if (
-        not storage_path or "://" not in storage_path) else storage_path
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={"config": dataclasses.asdict(config),
@@ -61,7 +61,8 @@ def run_on_workers(config: TrainConfig, resources: WorkerResources, *,
                                      resources_per_worker=per_worker),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(name=f"{config.task}-{config.strategy}-{uuid.uuid4().hex[:8]}",
-                             storage_path=storage, callbacks=callbacks,
+                             storage_path=resolve_storage_path(storage_path),
+                             callbacks=callbacks,
                              failure_config=FailureConfig(max_failures=0)))
     try:
         result = trainer.fit()

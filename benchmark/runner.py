@@ -225,9 +225,7 @@ def run_suite(suite: Suite, tracking_uri: str, address: str | None = None,
     started_ray = start_ray(address)
     try:
         cpus = suite.resources["cpus_per_trial"]
-        storage = storage_path or "results/ray"
-        if "://" not in storage:  # Ray wants an absolute local path; s3:// and gs:// pass as is
-            storage = str(Path(storage).resolve())
+        storage = resolve_storage_path(storage_path)
         workers = suite.worker_resources
         # A data-parallel trial only waits for its workers, which hold the CPUs and GPUs;
         # Ray refuses an all-zero request, so it asks for one byte of memory.
@@ -260,6 +258,13 @@ def run_suite(suite: Suite, tracking_uri: str, address: str | None = None,
             import ray
 
             ray.shutdown()
+
+
+def resolve_storage_path(storage_path: str | None) -> str:
+    """Ray's storage path: an absolute local path (default results/ray); s3:// and gs://
+    pass as they are."""
+    storage = storage_path or "results/ray"
+    return storage if "://" in storage else str(Path(storage).resolve())
 
 
 def _tuner_runs(suite: Suite, trials: list[dict[str, Any]]):

@@ -171,7 +171,9 @@ def _validate(raw: dict, path: Path) -> Suite:
         _check_keys(path, "distributed", distributed, DISTRIBUTED_KEYS)
         if "deepspeed" in budget:
             raise UserError(f"{path}: give deepspeed in distributed, not in budget")
-        if distributed.get("deepspeed", "none") not in ("none", "zero2", "zero3"):
+        from .distributed import DEEPSPEED_CHOICES
+
+        if distributed.get("deepspeed", "none") not in DEEPSPEED_CHOICES:
             raise UserError(f"{path}: distributed.deepspeed must be none, zero2 or zero3")
         # The ZeRO stage changes what a trial computes: it is part of every trial's config.
         budget = {**budget, "deepspeed": distributed.get("deepspeed", "none")}

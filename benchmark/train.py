@@ -9,6 +9,7 @@ import platform
 import time
 from typing import Any, Callable
 
+from .distributed import DEEPSPEED_CHOICES
 from .errors import UserError
 from .metrics import DEFAULT_CONVERGE_TOLERANCE, classification_metrics, steps_to_converge
 
@@ -52,7 +53,7 @@ class TrainConfig:
             raise UserError("max_steps, batch_size, grad_accum and eval_every must be at least 1")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise UserError(f"precision must be auto, fp32, bf16 or fp16, not {self.precision!r}")
-        if self.deepspeed not in ("none", "zero2", "zero3"):
+        if self.deepspeed not in DEEPSPEED_CHOICES:
             raise UserError(f"deepspeed must be none, zero2 or zero3, not {self.deepspeed!r}")
 
     @classmethod
