@@ -222,6 +222,7 @@ def run_suite(suite: Suite, tracking_uri: str, address: str | None = None,
     pending = sum(trial_key(t) not in finished for t in trials)
     print(f"suite {suite.name}: {len(trials)} trials, {len(trials) - pending} already finished "
           f"in {tracking_uri}", flush=True)
+    suite_started = time.time()
     started_ray = start_ray(address)
     try:
         cpus = suite.resources["cpus_per_trial"]
@@ -252,12 +253,25 @@ def run_suite(suite: Suite, tracking_uri: str, address: str | None = None,
                     callbacks=[callback], verbose=0,
                     failure_config=tune.FailureConfig(max_failures=0)))
             tuner.fit()
+        _record_suite_run(client, exp_id, time.time() - suite_started, callback)
         return callback.failed
     finally:
         if started_ray:
             import ray
 
             ray.shutdown()
+
+
+def _record_suite_run(client, exp_id: str, wall_time_s: float, callback) -> None:
+    """The latest run's wall time and trial counts, as experiment tags: the suite-overhead
+    benchmark (benchmark/perf/suite_overhead.py) compares them with the trials' own times."""
+    for key, value in {"last_run.wall_time_s": f"{wall_time_s:.1f}",
+                       "last_run.trials_trained": callback.done,
+                       "last_run.trials_failed": callback.failed,
+                       "last_run.trials_resumed": callback.skipped,
+                       "last_run.parallel_trials": callback.most_running,
+                       "last_run.ended": time.strftime("%Y-%m-%d %H:%M:%S")}.items():
+        client.set_experiment_tag(exp_id, key, str(value))
 
 
 def resolve_storage_path(storage_path: str | None) -> str:

@@ -135,8 +135,9 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None) -> dict[
     train_loader = data.make_loader(train_set, tokenizer, config.batch_size, shuffle=True,
                                     seed=config.seed)
     batches = _endless(train_loader)
-    evaluate = lambda ds: _evaluate(model, ds, tokenizer, config.eval_batch_size, device,
-                                    autocast_dtype, task.label_names)
+    evaluate = lambda ds, keep_predictions=False: _evaluate(
+        model, ds, tokenizer, config.eval_batch_size, device, autocast_dtype, task.label_names,
+        keep_predictions)
 
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"macro_f1": -1.0}
@@ -179,7 +180,8 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None) -> dict[
                                        "dev_accuracy": dev["accuracy"], "train_loss": train_loss})
 
         backend.restore(trainable, best_weights)  # test only at the best dev step
-        test = evaluate(test_set)
+        test = evaluate(test_set, keep_predictions=True)
+    test_predictions = test.pop("predictions")  # for paired significance tests
     # Every worker sampled its own processes; the trial's figure combines them.
     peak = combine_worker_peaks(backend.gather(memory.result()))
 
@@ -198,6 +200,7 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None) -> dict[
         "steps_to_converge": converge_step,
         "dev": {k: v for k, v in best.items() if k != "step"},
         "test": test,
+        "test_predictions": test_predictions,
         "history": history,
         **peak,
         "wall_time_s": round(time.time() - started, 2),
@@ -265,7 +268,8 @@ def _endless(loader):
         yield from loader
 
 
-def _evaluate(model, dataset, tokenizer, batch_size, device, autocast_dtype, label_names):
+def _evaluate(model, dataset, tokenizer, batch_size, device, autocast_dtype, label_names,
+              keep_predictions=False):
     import numpy as np
     import torch
 
@@ -285,7 +289,12 @@ def _evaluate(model, dataset, tokenizer, batch_size, device, autocast_dtype, lab
     probs = torch.cat(probs)
     if not torch.isfinite(probs).all():
         raise TrialFailed("training diverged: the model's outputs are NaN or infinite")
-    return classification_metrics(torch.cat(labels).numpy(), probs.numpy(), label_names)
+    labels = torch.cat(labels).numpy()
+    metrics = classification_metrics(labels, probs.numpy(), label_names)
+    if keep_predictions:  # in dataset order, so runs of one task pair up example by example
+        metrics["predictions"] = {"labels": labels.tolist(),
+                                  "predicted": probs.argmax(dim=1).tolist()}
+    return metrics
 
 
 def _compact_trace(trace: list[list[int]], num_blocks: int) -> list[str]:
