@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--tracking-uri", default=None)
     board.add_argument("--results-dir", type=Path, default=Path("results"))
 
+    report = commands.add_parser("report", help="write results/<suite>/report.md: leaderboard, "
+                                 "per-class F1, IR-Tuning's block selection, reference settings")
+    report.add_argument("--suite", default="revisions")
+    report.add_argument("--tracking-uri", default=None)
+    report.add_argument("--results-dir", type=Path, default=Path("results"))
+
     commands.add_parser("list", help="tasks, strategies, models and suites")
 
     data = commands.add_parser("data", help="corpora: fetch them from their public sources")
@@ -106,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args) -> int:
     from .train import TrainConfig, run_trial
-    from .report import summary_table
+    from .trial_summary import summary_table
 
     worker_keys = ("workers", "cpus_per_worker", "gpus_per_worker")
     values = {k: v for k, v in vars(args).items()
@@ -118,10 +124,11 @@ def cmd_train(args) -> int:
     import tasks
     from strategies import get_strategy
 
+    from .distributed import check_zero_support
     from .models import check_model_reference
 
     tasks.get_task(config.task)  # unknown names fail before any work starts
-    get_strategy(config.strategy, config.strategy_options)
+    check_zero_support(config.deepspeed, get_strategy(config.strategy, config.strategy_options))
     check_model_reference(config.model)
     if config.data_dir is None:
         config.data_dir = str(tasks.resolve_data_dir(None))
@@ -181,14 +188,26 @@ def cmd_run(args) -> int:
 def cmd_leaderboard(args) -> int:
     from . import leaderboard
 
+    uri = args.tracking_uri or DEFAULT_TRACKING_URI
+    print(leaderboard.render(_suite_name(args.suite), uri, args.results_dir))
+    return 0
+
+
+def _suite_name(suite: str) -> str:
     from .suite import load_suite
 
     try:
-        name = load_suite(args.suite).name
+        return load_suite(suite).name
     except UserError:
-        name = args.suite  # a suite that ran from a file no longer here: its MLflow name
-    uri = args.tracking_uri or DEFAULT_TRACKING_URI
-    print(leaderboard.render(name, uri, args.results_dir))
+        return suite  # a suite that ran from a file no longer here: its MLflow name
+
+
+def cmd_report(args) -> int:
+    from .report import render_report
+
+    path = render_report(_suite_name(args.suite), args.tracking_uri or DEFAULT_TRACKING_URI,
+                         args.results_dir)
+    print(f"report written to {path}")
     return 0
 
 
@@ -245,7 +264,7 @@ def cmd_models(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "run": cmd_run, "leaderboard": cmd_leaderboard,
-            "list": cmd_list, "data": cmd_data, "models": cmd_models}
+            "report": cmd_report, "list": cmd_list, "data": cmd_data, "models": cmd_models}
 
 
 def main(argv: list[str] | None = None) -> int:

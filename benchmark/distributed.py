@@ -64,6 +64,21 @@ def ensure_process_group(device: str) -> None:
                                verbose=False)
 
 
+def check_zero_support(deepspeed: str, strategy) -> None:
+    """Strategy settings that ZeRO cannot honour; the CLI and suite loading call this before
+    any model loads, so the refusal is immediate."""
+    if deepspeed == "none":
+        return
+    policy = getattr(strategy.config, "optimizer_state", "keep")
+    if policy != "keep":
+        raise UserError(f"optimizer_state={policy} cannot run under DeepSpeed ZeRO: ZeRO keeps "
+                        "every block's optimizer state in flat partitions it owns; use "
+                        "optimizer_state=keep")
+    if deepspeed == "zero3" and getattr(strategy.config, "metric", None) == "weight":
+        raise UserError("IR-Tuning's metric=weight reads whole weight matrices, which ZeRO-3 "
+                        "partitions across workers; use metric=gradient or deepspeed zero2")
+
+
 def make_backend(deepspeed: str, device: str, precision: str) -> "LocalBackend":
     if deepspeed == "none":
         return LocalBackend()
@@ -189,14 +204,7 @@ class DeepSpeedBackend(LocalBackend):
     def wrap(self, model, optimizer, strategy, config):
         import deepspeed
 
-        if getattr(strategy.config, "optimizer_state", "keep") != "keep":
-            raise UserError(
-                f"optimizer_state={strategy.config.optimizer_state} cannot run under DeepSpeed "
-                "ZeRO: ZeRO keeps every block's optimizer state in flat partitions it owns; "
-                "use optimizer_state=keep")
-        if self.stage == 3 and getattr(strategy.config, "metric", None) == "weight":
-            raise UserError("IR-Tuning's metric=weight reads whole weight matrices, which ZeRO-3 "
-                            "partitions across workers; use metric=gradient or deepspeed zero2")
+        check_zero_support(self.name, strategy)
         ds_config = deepspeed_config(self.stage, config, self.world_size, self.precision)
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
                                                     config=ds_config)

@@ -69,15 +69,80 @@ def collect(client, exp_id: str) -> dict[str, list[Entry]]:
     return board
 
 
+def run_result(client, run_id: str) -> dict[str, Any]:
+    """A run's result.json artifact ({} when it has none, e.g. a failed run)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            return json.loads(Path(client.download_artifacts(run_id, "result.json", tmp)).read_text())
+        except Exception:  # mlflow raises several types for a missing artifact
+            return {}
+
+
+def seed_predictions(client, entry: Entry) -> dict[str, dict]:
+    """seed -> {"labels", "predicted", "classes"} of the entry's runs that saved test predictions
+    (runs from before predictions were kept have none)."""
+    by_seed = {}
+    for r in entry.runs:
+        saved = run_result(client, r.info.run_id)
+        if saved.get("test_predictions"):
+            by_seed[r.data.params.get("seed")] = {**saved["test_predictions"],
+                                                  "classes": len(saved["label_names"])}
+    return by_seed
+
+
+def compare(first: dict[str, dict], second: dict[str, dict]) -> dict | None:
+    """Paired bootstrap of `first` against `second` (both from seed_predictions) over their
+    common seeds; None when they share no seed or were not tested on the same examples."""
+    from .significance import paired_bootstrap
+
+    seeds = sorted(set(first) & set(second))
+    if not seeds or any(first[s]["labels"] != second[s]["labels"] for s in seeds):
+        return None
+    return {**paired_bootstrap(first[seeds[0]]["labels"], [first[s]["predicted"] for s in seeds],
+                               [second[s]["predicted"] for s in seeds],
+                               num_classes=first[seeds[0]]["classes"]), "seeds": len(seeds)}
+
+
+def significance(client, board: dict[str, list[Entry]]) -> dict[tuple[str, str], dict]:
+    """(task, strategy) -> paired bootstrap of the task's leader against that strategy."""
+    tests = {}
+    for task, entries in board.items():
+        ranked = [e for e in entries if e.runs]
+        if not ranked:
+            continue
+        leader = seed_predictions(client, ranked[0])
+        for e in ranked[1:]:
+            test = compare(leader, seed_predictions(client, e)) if leader else None
+            if test is not None:
+                tests[(task, e.strategy)] = test
+    return tests
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def markdown(suite: str, board: dict[str, list[Entry]], source: str) -> str:
+def _p_cell(test: dict | None) -> str:
+    if test is None:
+        return "–"
+    p = test["p_value"]
+    return ("< 0.001" if p < 0.001 else f"{p:.3f}") + (" *" if p < 0.05 else "")
+
+
+def markdown(suite: str, board: dict[str, list[Entry]], source: str,
+             tests: dict[tuple[str, str], dict] | None = None) -> str:
+    tests = tests or {}
     lines = [f"# Leaderboard: suite `{suite}`", "",
              f"From MLflow `{source}`, {time.strftime('%Y-%m-%d %H:%M')}. Per task, each strategy's "
              "hyperparameters are the ones with the best mean dev macro F1; test figures are at "
-             "each run's best dev step, mean ± std over seeds.", ""]
+             "each run's best dev step, mean ± std over seeds.", "",
+             "p vs #1: paired bootstrap over the test examples (the same resamples for both "
+             "strategies and every seed, seed-mean macro F1, 2000 resamples): the share of "
+             "resamples in which the strategy scores at least as well as the task's first. "
+             "* marks p < 0.05, a gap that does not hinge on which examples were drawn; "
+             "– where no test predictions were saved.", ""]
     commits = sorted({r.data.tags.get("git_commit", "?") for es in board.values() for e in es for r in e.runs})
     devices = sorted({r.data.tags.get("device", "?") for es in board.values() for e in es for r in e.runs})
     if commits:
@@ -85,14 +150,15 @@ def markdown(suite: str, board: dict[str, list[Entry]], source: str) -> str:
     lines += _model_lines(board)
     for task, entries in board.items():
         lines += [f"## {task}", "",
-                  "| rank | strategy | test macro F1 | test acc | dev macro F1 | seeds | steps to converge "
-                  "| peak memory (MiB) | wall time (s) | trainable share | chosen hyperparameters |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| rank | strategy | test macro F1 | p vs #1 | test acc | dev macro F1 | seeds "
+                  "| steps to converge | peak memory (MiB) | wall time (s) | trainable share "
+                  "| chosen hyperparameters |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for rank, e in enumerate(entries, 1):
             if not e.runs:
                 error = e.failed[0].data.tags.get("error", "failed") if e.failed else "no finished run"
                 lines.append(f"| – | {e.strategy} | FAILED ({len(e.failed)} runs): "
-                             f"{error[:80].replace('|', '/')} | | | | | | | | |")
+                             f"{error[:80].replace('|', '/')} | | | | | | | | | |")
                 continue
             share = e.mean("trainable_share")
             hyper = ", ".join(f"{k.split('.', 1)[1]}={v}" for k, v in sorted(e.config.items())) or "defaults"
@@ -100,6 +166,7 @@ def markdown(suite: str, board: dict[str, list[Entry]], source: str) -> str:
             spread = f" ± {_fmt(e.std('test_macro_f1'))}" if len(e.runs) > 1 else ""
             lines.append(
                 f"| {rank} | {e.strategy} | {_fmt(e.mean('test_macro_f1'))}{spread} "
+                f"| {'' if rank == 1 else _p_cell(tests.get((task, e.strategy)))} "
                 f"| {_fmt(e.mean('test_accuracy'))} | {_fmt(e.mean('dev_best_macro_f1'))} "
                 f"| {len(e.runs)}{failed} | {_fmt(e.mean('steps_to_converge'), 0)} "
                 f"| {_fmt(e.mean('peak_memory_mb'), 0)} | {_fmt(e.mean('wall_time_s'), 0)} "
@@ -215,18 +282,27 @@ def _md_table_to_html(block: str) -> str:
     return f"<p>{html.escape(' '.join(lines))}</p>"
 
 
-def render(suite: str, tracking_uri: str, results_dir: Path = Path("results")) -> str:
-    """Write leaderboard.md, leaderboard.html and plots under results_dir/suite; return the Markdown."""
+def open_board(suite: str, tracking_uri: str):
+    """(MLflow client, the suite's board); one clear line when the suite never ran there."""
     client = connect(tracking_uri)
     experiment = client.get_experiment_by_name(suite)
     if experiment is None:
         raise UserError(f"no runs of suite {suite!r} in {tracking_uri}; run it first: "
                         f"python -m benchmark run --suite {suite}")
-    board = collect(client, experiment.experiment_id)
-    md = markdown(suite, board, tracking_uri)
+    return client, collect(client, experiment.experiment_id)
+
+
+def write_board(suite: str, client, board: dict[str, list[Entry]], tracking_uri: str,
+                results_dir: Path) -> str:
+    """Write leaderboard.md, leaderboard.html and plots under results_dir/suite; return the Markdown."""
+    md = markdown(suite, board, tracking_uri, significance(client, board))
     out_dir = results_dir / Path(suite).stem
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "leaderboard.md").write_text(md + "\n")
     plots = write_plots(client, board, out_dir)
     write_html(md, plots, out_dir / "leaderboard.html")
     return md
+
+
+def render(suite: str, tracking_uri: str, results_dir: Path = Path("results")) -> str:
+    return write_board(suite, *open_board(suite, tracking_uri), tracking_uri, results_dir)

@@ -177,13 +177,6 @@ def _validate(raw: dict, path: Path) -> Suite:
             raise UserError(f"{path}: distributed.deepspeed must be none, zero2 or zero3")
         # The ZeRO stage changes what a trial computes: it is part of every trial's config.
         budget = {**budget, "deepspeed": distributed.get("deepspeed", "none")}
-        if budget["deepspeed"] != "none":
-            for name, spec in strategies.items():
-                policy = spec["options"].get("optimizer_state", "keep")
-                if policy != "keep":
-                    raise UserError(f"{path}: strategies.{name}.options.optimizer_state={policy} "
-                                    "cannot run under DeepSpeed ZeRO (it owns the optimizer "
-                                    "state); use keep")
     suite = Suite(name=str(raw["name"]), description=str(raw.get("description", "")),
                   model=str(raw.get("model", "minilm")), tasks=list(raw["tasks"]),
                   seeds=[int(s) for s in raw.get("seeds", [0])], budget=budget,
@@ -251,6 +244,7 @@ def expand_trials(suite: Suite) -> list[dict[str, Any]]:
 
     from strategies import get_strategy
 
+    from .distributed import check_zero_support
     from .train import TrainConfig
 
     trials = []
@@ -261,7 +255,11 @@ def expand_trials(suite: Suite) -> list[dict[str, Any]]:
         for point in points:
             hyper, options = split_hyperparameters(strategy, point)
             options = {**spec["options"], **options}
-            get_strategy(strategy, options)  # bad option values fail at load time
+            # Bad option values, and settings ZeRO cannot honour, fail at load time.
+            try:
+                check_zero_support(suite.budget.get("deepspeed", "none"), get_strategy(strategy, options))
+            except UserError as error:
+                raise UserError(f"strategies.{strategy}: {error}") from None
             TrainConfig.from_dict({**suite.budget, **hyper})  # and bad training values
             for task in suite.tasks:
                 for seed in suite.seeds:

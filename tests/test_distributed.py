@@ -42,7 +42,8 @@ def test_layerwise_strategies_really_freeze_blocks_under_zero2(zero2_parity):
 
 
 def test_zero3_workers_match_one_process():
-    parity = run_parity(workers=2, deepspeed="zero3", strategies=["ir-tuning", "full-ft"])
+    # One layer-wise strategy: ZeRO-3 partitions parameters too, the case ZeRO-2 leaves out.
+    parity = run_parity(workers=2, deepspeed="zero3", strategies=["ir-tuning"])
     table, problems = report(parity, LOSS_TOLERANCE)
     assert not problems, "\n".join(problems) + "\n" + table
 
@@ -112,13 +113,10 @@ def test_bad_distributed_settings_are_one_line_errors(tmp_path, capsys, distribu
     assert err.startswith("error:") and message in err and "\n" not in err
 
 
-def test_zero3_refuses_the_weight_metric(tmp_path, data_dir):
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmark", "train", "--model", "tiny-llama", "--max-steps", "2",
-         "--batch-size", "8", "--train-limit", "16", "--eval-limit", "8", "--test-limit", "8",
-         "--option", "metric=weight", "--deepspeed", "zero3", "--data-dir", str(data_dir),
-         "--out", str(tmp_path / "r.json")],
-        capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("error:") and "ZeRO-3" in last and "Traceback" not in done.stderr
+def test_zero3_refuses_the_weight_metric_before_loading_anything(tmp_path, capsys, data_dir):
+    assert main(["train", "--model", "tiny-llama", "--option", "metric=weight",
+                 "--deepspeed", "zero3", "--data-dir", str(data_dir),
+                 "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error:") and "ZeRO-3" in err
+    assert not (tmp_path / "r.json").exists()

@@ -63,11 +63,40 @@ def test_smoke_suite_runs_and_resumes_without_duplicates(tmp_path, data_dir, cap
     assert "FAILED" not in board and "Leaderboard: suite `smoke`" in out
     for plot in ("f1_vs_memory.png", "dev_f1_curves.png", "ir_tuning_selection.png"):
         assert (tmp_path / "results" / "smoke" / plot).stat().st_size > 1000
+    _check_report_and_overhead(tmp_path, uri, capsys)
     # A second run finds every trial finished: nothing re-runs, nothing is duplicated.
     before = {r.info.run_id for r in runs}
     assert main(args) == 0
     assert "10 already finished" in capsys.readouterr().out
     assert {r.info.run_id for r in _runs(uri, "smoke")} == before
+
+
+def _check_report_and_overhead(tmp_path, uri, capsys):
+    """`report` and the suite-overhead benchmark on the smoke suite's fresh store."""
+    from benchmark.perf import suite_overhead
+
+    capsys.readouterr()
+    assert main(["report", "--suite", "smoke", "--tracking-uri", uri,
+                 "--results-dir", str(tmp_path / "results")]) == 0
+    report = (tmp_path / "results" / "smoke" / "report.md").read_text()
+    for heading in ("## Leaderboard", "## Test F1 per class", "## IR-Tuning: which blocks it trained",
+                    "## IR-Tuning against every other strategy",
+                    "## Settings beside the reference implementation"):
+        assert heading in report
+    # Every trial kept its test predictions, so every non-leader has a bootstrap p-value.
+    section = report.split("### iterater")[1].split("### ")[0]
+    rows = [line.split("|") for line in section.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) == 5 and rows[0][4].strip() == ""
+    assert all(0 <= float(r[4].replace("*", "").replace("<", "").strip()) <= 1 for r in rows[1:])
+    assert report.count("no paired test predictions") == 0
+    # Tiny Llama has 4 blocks: one frequency per block, each a share of the 6 steps.
+    frequency = next(l for l in report.splitlines() if l.startswith("| % of steps |"))
+    assert len(frequency.split("|")) == 4 + 3
+    assert (tmp_path / "results" / "smoke" / "ir_tuning_frequency.png").stat().st_size > 1000
+    measured = suite_overhead.measure("smoke", uri)
+    assert measured["trials"] == 10 and measured["parallel"] == 2
+    assert 0 < measured["train_s"] < measured["trial_wall_s"] < 2 * measured["wall_s"]
+    assert measured["overhead"] > 0  # a suite cannot beat its own training time
 
 
 def test_concurrent_trials_log_completely_and_a_failure_is_recorded(tmp_path, data_dir):

@@ -1,0 +1,83 @@
+"""Suite overhead: a suite's wall time against the time its trials spent training.
+
+Everything that is not a training step counts as overhead: Ray start-up and scheduling,
+MLflow logging, model loading and evaluation inside the trials, and slots left idle at the
+end. With P trials at a time, the ideal wall time is (sum of training times) / P.
+Reads the latest run of the suite from MLflow (its wall time is recorded as experiment
+tags by `benchmark run`), or runs the suite first with --run.
+
+    python -m benchmark.perf.suite_overhead --suite revisions
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..tracking import DEFAULT_TRACKING_URI, connect, runs_of
+from .common import base_parser, run_main, table
+
+GOAL = 0.10  # the issue's goal for `revisions`: under 10% over the training time
+
+
+def measure(suite_name: str, tracking_uri: str) -> dict:
+    from ..errors import UserError
+
+    client = connect(tracking_uri)
+    experiment = client.get_experiment_by_name(suite_name)
+    tags = experiment.tags if experiment else {}
+    if "last_run.wall_time_s" not in tags:
+        raise UserError(f"no recorded run of suite {suite_name!r} in {tracking_uri}: run it with "
+                        f"`python -m benchmark run --suite {suite_name}` (or pass --run)")
+    wall = float(tags["last_run.wall_time_s"])
+    ended = time.mktime(time.strptime(tags["last_run.ended"], "%Y-%m-%d %H:%M:%S"))
+    window_start_ms = (ended - wall - 60) * 1000  # runs this suite run started (1 min slack)
+    runs = [r for r in runs_of(client, experiment.experiment_id, {"FINISHED"})
+            if r.info.start_time >= window_start_ms]
+    parallel = int(tags.get("last_run.parallel_trials", 1))
+    train = sum(r.data.metrics.get("train_time_s", 0.0) for r in runs)
+    trial_wall = sum(r.data.metrics.get("wall_time_s", 0.0) for r in runs)
+    ideal = train / parallel if train else float("nan")
+    return {"suite": suite_name, "wall_s": wall, "parallel": parallel, "trials": len(runs),
+            "trials_resumed": int(tags.get("last_run.trials_resumed", 0)),
+            "train_s": train, "trial_wall_s": trial_wall, "ideal_s": ideal,
+            "overhead": wall / ideal - 1 if train else float("nan"),
+            "inside_trials_s": (trial_wall - train) / parallel,
+            "outside_trials_s": wall - trial_wall / parallel}
+
+
+def report(m: dict) -> str:
+    rows = [["suite wall time", f"{m['wall_s']:.0f} s"],
+            ["trials in this run / resumed (not counted)", f"{m['trials']} / {m['trials_resumed']}"],
+            ["trials at a time (P)", m["parallel"]],
+            ["sum of training times / P (ideal wall time)", f"{m['ideal_s']:.0f} s"],
+            ["inside trials, not training (load, tokenise, evaluate) / P", f"{m['inside_trials_s']:.0f} s"],
+            ["outside trials (Ray, scheduling, MLflow, idle slots)", f"{m['outside_trials_s']:.0f} s"],
+            ["overhead over training time", f"{100 * m['overhead']:.1f}% (goal < {100 * GOAL:.0f}%)"]]
+    return table(["", m["suite"]], rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--suite", default="revisions")
+    parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
+    parser.add_argument("--run", action="store_true", help="run (or resume) the suite first")
+    parser.add_argument("--results-dir", default="results", help="where --run writes the leaderboard")
+    args = parser.parse_args(argv)
+    from ..suite import load_suite
+
+    suite = load_suite(args.suite)
+    if args.run:
+        from ..cli import main as cli
+
+        command = ["run", "--suite", args.suite, "--tracking-uri", args.tracking_uri,
+                   "--results-dir", args.results_dir]
+        if args.data_dir:
+            command += ["--data-dir", args.data_dir]
+        if cli(command) != 0:
+            return 1
+    print(report(measure(suite.name, args.tracking_uri)))
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,47 @@
+"""The perf scripts on tiny settings: they run and their bookkeeping is right (timings
+are printed, never asserted)."""
+
+from benchmark.perf import bookkeeping, input_pipeline, memory
+
+
+def test_bookkeeping_variants_train_the_same_blocks(data_dir):
+    result = bookkeeping.measure("tiny-llama", "iterater", str(data_dir), steps=4, rounds=1,
+                                 batch_size=8, device="cpu")
+    # The reference-style tracker scores the same way, so it picks the same blocks.
+    assert result["same_selection_as_reference"]
+    assert set(result["per_step_s"]) == {"ir-tuning", "random-layers (same blocks)",
+                                         "ir-tuning, reference tracker"}
+    assert all(t > 0 for t in result["per_step_s"].values())
+    assert "tiny-llama" in bookkeeping.report([result])
+
+
+def test_input_pipeline_compares_padding_rules(data_dir):
+    rows = input_pipeline.measure("tiny-llama", "iterater", str(data_dir), steps=2,
+                                  batch_size=8, device="cpu")
+    by_name = {r["pipeline"]: r for r in rows}
+    reference = by_name["padded to 256 (reference)"]
+    suite = by_name["dynamic, length-grouped (suite)"]
+    assert reference["mean_batch_length"] == 256
+    # Length grouping pads least: the claim the suite's pipeline rests on.
+    assert suite["padding_share"] < by_name["dynamic, random order"]["padding_share"] < reference["padding_share"]
+
+
+def test_frozen_blocks_hold_no_gradient_and_state_only_once_trained(data_dir):
+    keep = memory.frozen_block_state("tiny-llama", "iterater", str(data_dir), steps=3,
+                                     batch_size=8, device="cpu", optimizer_state="keep")
+    drop = memory.frozen_block_state("tiny-llama", "iterater", str(data_dir), steps=3,
+                                     batch_size=8, device="cpu", optimizer_state="drop")
+    for step in keep["per_step"] + drop["per_step"]:
+        assert step["state_only_for_trained"] and step["grad_only_for_selected"]
+    assert [s["blocks_with_state"] for s in keep["per_step"]] == [s["trained_so_far"] for s in keep["per_step"]]
+    # drop: a block's state goes when it is frozen, so only the blocks of this step hold any.
+    assert [s["blocks_with_state"] for s in drop["per_step"]] == [s["selected"] for s in drop["per_step"]]
+    assert keep["per_step"][0]["state_mb"] < keep["full_ft_state_mb"]
+
+
+def test_memory_script_runs_each_strategy_in_its_own_process(data_dir, capsys):
+    assert memory.main(["--model", "tiny-llama", "--steps", "2", "--strategies", "full-ft", "lora",
+                        "--data-dir", str(data_dir), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "| full-ft |" in out and "| lora |" in out and "1.00x" in out
+    assert "| NO |" not in out
