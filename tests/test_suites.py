@@ -136,7 +136,7 @@ def test_killed_suite_resumes_without_losing_or_duplicating_runs(tmp_path, data_
     strategies = {"lora": {"search": {"lr": [1e-3, 2e-3, 3e-3, 4e-3]}}}
     path = _suite_file(tmp_path, "resume", strategies,
                        budget={**TINY_BUDGET, "max_steps": 6, "eval_every": 2},
-                       resources={"cpus_per_trial": 1, "max_concurrent_trials": 1})
+                       resources={"cpus_per_trial": 1, "max_concurrent_trials": 2})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cmd = [sys.executable, "-m", "benchmark", *_run_args(tmp_path, path, data_dir)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
