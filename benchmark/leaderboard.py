@@ -100,9 +100,9 @@ def compare(first: dict[str, dict], second: dict[str, dict]) -> dict | None:
     seeds = sorted(set(first) & set(second))
     if not seeds or any(first[s]["labels"] != second[s]["labels"] for s in seeds):
         return None
-    return {**paired_bootstrap(first[seeds[0]]["labels"], [first[s]["predicted"] for s in seeds],
-                               [second[s]["predicted"] for s in seeds],
-                               num_classes=first[seeds[0]]["classes"]), "seeds": len(seeds)}
+    return paired_bootstrap(first[seeds[0]]["labels"], [first[s]["predicted"] for s in seeds],
+                            [second[s]["predicted"] for s in seeds],
+                            num_classes=first[seeds[0]]["classes"])
 
 
 def significance(client, board: dict[str, list[Entry]]) -> dict[tuple[str, str], dict]:
@@ -128,7 +128,8 @@ def _p_cell(test: dict | None) -> str:
     if test is None:
         return "–"
     p = test["p_value"]
-    return ("< 0.001" if p < 0.001 else f"{p:.3f}") + (" *" if p < 0.05 else "")
+    return (("< 0.001" if p < 0.001 else f"{p:.3f}") + (" *" if p < 0.05 else "")
+            + f" ({test['seeds_won']}/{test['seeds']})")
 
 
 def markdown(suite: str, board: dict[str, list[Entry]], source: str,
@@ -141,8 +142,10 @@ def markdown(suite: str, board: dict[str, list[Entry]], source: str,
              "p vs #1: paired bootstrap over the test examples (the same resamples for both "
              "strategies and every seed, seed-mean macro F1, 2000 resamples): the share of "
              "resamples in which the strategy scores at least as well as the task's first. "
-             "* marks p < 0.05, a gap that does not hinge on which examples were drawn; "
-             "– where no test predictions were saved.", ""]
+             "* marks p < 0.05, a gap that does not hinge on which examples were drawn. "
+             "The resampling does not cover training randomness: (k/n) counts the seeds on "
+             "which #1 alone scored higher; a gap is solid only with a small p and #1 ahead "
+             "on every seed. – where no test predictions were saved.", ""]
     commits = sorted({r.data.tags.get("git_commit", "?") for es in board.values() for e in es for r in e.runs})
     devices = sorted({r.data.tags.get("device", "?") for es in board.values() for e in es for r in e.runs})
     if commits:

@@ -87,7 +87,10 @@ def _check_report_and_overhead(tmp_path, uri, capsys):
     section = report.split("### iterater")[1].split("### ")[0]
     rows = [line.split("|") for line in section.splitlines() if line.startswith("| ")][1:]
     assert len(rows) == 5 and rows[0][4].strip() == ""
-    assert all(0 <= float(r[4].replace("*", "").replace("<", "").strip()) <= 1 for r in rows[1:])
+    for row in rows[1:]:  # e.g. "0.043 * (1/1)": p-value, then seeds #1 won of seeds compared
+        p_value, seeds = row[4].split("(")
+        assert 0 <= float(p_value.replace("*", "").replace("<", "").strip()) <= 1
+        assert seeds.strip() in ("0/1)", "1/1)")
     assert report.count("no paired test predictions") == 0
     # Tiny Llama has 4 blocks: one frequency per block, each a share of the 6 steps.
     frequency = next(l for l in report.splitlines() if l.startswith("| % of steps |"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 
 from strategies.ir_tuning import INITIAL_SCORE, IRTuning, IRTuningConfig
 from strategies.random_layers import RandomLayers, RandomLayersConfig
@@ -50,8 +51,12 @@ class ReferenceTrackerIRTuning(IRTuning):
 
     def _norm_hook(self, block: int, key: int):
         def hook(grad):
+            started = time.perf_counter()
             self._host_norms[key] = (block, grad.norm().item())  # a device sync per parameter
+            self.hook_seconds += time.perf_counter() - started
         return hook
+
+    hook_seconds = 0.0
 
     def _update_gradient_scores(self) -> None:
         totals: dict[int, float] = {}
@@ -61,6 +66,23 @@ class ReferenceTrackerIRTuning(IRTuning):
         for block, total in totals.items():
             self.scores[block] = math.sqrt(total)
         self._host_norms.clear()
+
+
+def timed_bookkeeping(strategy: IRTuning) -> dict[str, float]:
+    """Wrap the strategy's scoring (after backward) and split (choose) with a timer: the
+    bookkeeping measured directly, not as a difference of two noisy step times."""
+    spent = {"seconds": 0.0}
+    for name in ("after_backward", "choose"):
+        original = getattr(strategy, name)
+
+        def timed(step, _original=original):
+            started = time.perf_counter()
+            try:
+                return _original(step)
+            finally:
+                spent["seconds"] += time.perf_counter() - started
+        setattr(strategy, name, timed)
+    return spent
 
 
 def measure(model_name: str, task_name: str, data_dir, steps: int, rounds: int,
@@ -77,16 +99,22 @@ def measure(model_name: str, task_name: str, data_dir, steps: int, rounds: int,
     seconds: dict[str, list[float]] = {"ir-tuning": [], "random-layers (same blocks)": [],
                                        "ir-tuning, reference tracker": []}
     trace, reference_trace, num_blocks = None, None, 0
+    direct = {"ir-tuning": 0.0, "ir-tuning, reference tracker": 0.0}
     for _ in range(rounds):
         ir = IRTuning(IRTuningConfig(), seed=0)
+        spent = timed_bookkeeping(ir)
         seconds["ir-tuning"].append(median_after_warmup(run(ir)))
+        direct["ir-tuning"] += spent["seconds"] / (steps * rounds)
         trace, num_blocks = trace or ir.selection_trace, ir.num_blocks
         seconds["random-layers (same blocks)"].append(median_after_warmup(run(ReplayedLayers(trace))))
         reference = ReferenceTrackerIRTuning(IRTuningConfig(), seed=0)
+        spent = timed_bookkeeping(reference)
         seconds["ir-tuning, reference tracker"].append(median_after_warmup(run(reference)))
+        direct["ir-tuning, reference tracker"] += (spent["seconds"] + reference.hook_seconds) / (steps * rounds)
         reference_trace = reference.selection_trace
     per_step = {name: statistics.median(values) for name, values in seconds.items()}
     return {"model": model_name, "steps": steps, "rounds": rounds, "per_step_s": per_step,
+            "bookkeeping_s": direct,
             "blocks": num_blocks,
             "mean_selected": statistics.fmean(len(s) for s in trace),
             # The reference tracker computes the same scores: the same blocks should follow.
@@ -102,10 +130,16 @@ def report(results: list[dict]) -> str:
                      f"{1000 * t['ir-tuning']:.1f}", f"{100 * (t['ir-tuning'] / base - 1):+.1f}%",
                      f"{1000 * t['ir-tuning, reference tracker']:.1f}",
                      f"{100 * (t['ir-tuning, reference tracker'] / base - 1):+.1f}%",
+                     f"{1000 * r['bookkeeping_s']['ir-tuning']:.2f} ({100 * r['bookkeeping_s']['ir-tuning'] / base:.2f}%)",
+                     f"{1000 * r['bookkeeping_s']['ir-tuning, reference tracker']:.2f} "
+                     f"({100 * r['bookkeeping_s']['ir-tuning, reference tracker'] / base:.2f}%)",
                      f"{r['mean_selected']:.1f} of {r['blocks']}", "yes" if r["same_selection_as_reference"] else "no"])
     return table(["model", "random-layers, same blocks (ms/step)", "ir-tuning (ms/step)",
                   "ir-tuning over random", "reference tracker (ms/step)",
-                  "reference tracker over random", "blocks trained/step",
+                  "reference tracker over random",
+                  "ir-tuning scoring + split, timed directly (ms/step, % of step)",
+                  "reference hooks + scoring + split, timed directly (ms/step, % of step)",
+                  "blocks trained/step",
                   "reference picks the same blocks"], rows)
 
 
