@@ -69,15 +69,19 @@ def collect(client, exp_id: str) -> dict[str, list[Entry]]:
     return board
 
 
-def run_result(client, run_id: str) -> dict[str, Any]:
-    """A run's result.json artifact ({} when it has none, e.g. a failed run)."""
+def artifact_json(client, run_id: str, name: str, missing: Any) -> Any:
+    """A run's JSON artifact, or `missing` when it has none (e.g. a failed run)."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            return json.loads(Path(client.download_artifacts(run_id, "result.json", tmp)).read_text())
+            return json.loads(Path(client.download_artifacts(run_id, name, tmp)).read_text())
         except Exception:  # mlflow raises several types for a missing artifact
-            return {}
+            return missing
+
+
+def run_result(client, run_id: str) -> dict[str, Any]:
+    return artifact_json(client, run_id, "result.json", {})
 
 
 def seed_predictions(client, entry: Entry) -> dict[str, dict]:
@@ -240,14 +244,7 @@ def write_plots(client, board: dict[str, list[Entry]], out_dir: Path) -> list[Pa
 
 
 def selection_trace(client, run_id: str) -> list[str]:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = client.download_artifacts(run_id, "selection_trace.json", tmp)
-        except Exception:
-            return []
-        return json.loads(Path(path).read_text())
+    return artifact_json(client, run_id, "selection_trace.json", [])
 
 
 def _save(fig, path: Path) -> Path:

@@ -37,7 +37,8 @@ def render_report(suite: str, tracking_uri: str, results_dir: Path = Path("resul
     client, board = leaderboard.open_board(suite, tracking_uri)
     board_md = leaderboard.write_board(suite, client, board, tracking_uri, results_dir)
     out_dir = results_dir / Path(suite).stem
-    frequency_plot = _write_frequency_plot(client, board, out_dir)
+    traces = _ir_tuning_traces(client, board)
+    frequency_plot = _write_frequency_plot(traces, out_dir)
     plots = ["f1_vs_memory.png", "dev_f1_curves.png", "ir_tuning_selection.png"]
     lines = [f"# Report: suite `{suite}`", "",
              f"Written {time.strftime('%Y-%m-%d %H:%M')} from MLflow `{tracking_uri}` by "
@@ -49,7 +50,7 @@ def render_report(suite: str, tracking_uri: str, results_dir: Path = Path("resul
              "Mean over seeds of each strategy's chosen configuration.", "",
              *_per_class_tables(board),
              "## IR-Tuning: which blocks it trained", "",
-             *_selection_section(client, board, frequency_plot),
+             *_selection_section(traces, frequency_plot),
              "## IR-Tuning against every other strategy", "",
              *_ir_tuning_tests(client, board),
              "## Settings beside the reference implementation", "",
@@ -96,18 +97,19 @@ def _ir_tuning_traces(client, board) -> dict[str, list[list[str]]]:
             if e.strategy == "ir-tuning" and e.runs}
 
 
-def _write_frequency_plot(client, board, out_dir: Path) -> str | None:
-    traces = {task: selection_frequency(t) for task, t in _ir_tuning_traces(client, board).items()}
-    traces = {task: f for task, f in traces.items() if f}
-    if not traces:
+def _write_frequency_plot(traces: dict[str, list[list[str]]], out_dir: Path) -> str | None:
+    frequencies = {task: selection_frequency(t) for task, t in traces.items()}
+    frequencies = {task: f for task, f in frequencies.items() if f}
+    if not frequencies:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(traces), 1, figsize=(9, 1.5 + 2 * len(traces)), squeeze=False)
-    for ax, (task, frequency) in zip(axes[:, 0], traces.items()):
+    fig, axes = plt.subplots(len(frequencies), 1, figsize=(9, 1.5 + 2 * len(frequencies)),
+                             squeeze=False)
+    for ax, (task, frequency) in zip(axes[:, 0], frequencies.items()):
         ax.bar(range(len(frequency)), [100 * f for f in frequency], color="0.3")
         ax.set(title=f"IR-Tuning: share of steps each block trained ({task})",
                xlabel="block", ylabel="% of steps", ylim=(0, 100))
@@ -115,8 +117,7 @@ def _write_frequency_plot(client, board, out_dir: Path) -> str | None:
     return "ir_tuning_frequency.png"
 
 
-def _selection_section(client, board, frequency_plot: str | None) -> list[str]:
-    traces = _ir_tuning_traces(client, board)
+def _selection_section(traces: dict[str, list[list[str]]], frequency_plot: str | None) -> list[str]:
     if not any(traces.values()):
         return ["No IR-Tuning runs with a selection trace.", ""]
     lines = ["The heatmap shows the first seed's run (dark: trained at that step); the table "
@@ -157,15 +158,13 @@ def _ir_tuning_tests(client, board) -> list[str]:
         for e in entries:
             if e is ir or not e.runs:
                 continue
-            other = leaderboard.seed_predictions(client, e)
-            test = leaderboard.compare(ir_predictions, other)
+            test = leaderboard.compare(ir_predictions, leaderboard.seed_predictions(client, e))
             if test is None:
                 lines.append(f"| {task} | {e.strategy} | – | – | – | no paired test predictions |")
                 continue
             won, seeds = test["seeds_won"], test["seeds"]
-            other_won = leaderboard.compare(other, ir_predictions)["seeds_won"]
             verdict = ("IR-Tuning better" if test["p_value"] < 0.05 and won == seeds else
-                       f"{e.strategy} better" if test["p_value"] > 0.95 and other_won == seeds
+                       f"{e.strategy} better" if test["p_value"] > 0.95 and test["seeds_lost"] == seeds
                        else "no clear gap")
             lines.append(f"| {task} | {e.strategy} | {test['gap']:+.3f} | {test['p_value']:.3f} "
                          f"| {won}/{seeds} | {verdict} |")

@@ -55,4 +55,5 @@ def paired_bootstrap(labels: Sequence[int], leader: Sequence[Sequence[int]],
     # seeds the leader won on its own says whether the gap also holds seed by seed.
     return {"gap": float(leader_f1.mean() - challenger_f1.mean()),
             "p_value": float(np.mean(gaps <= 0)), "resamples": resamples,
-            "seeds_won": int((leader_f1 > challenger_f1).sum()), "seeds": len(leader)}
+            "seeds_won": int((leader_f1 > challenger_f1).sum()),
+            "seeds_lost": int((leader_f1 < challenger_f1).sum()), "seeds": len(leader)}
