@@ -12,10 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .distributed import DEEPSPEED_CHOICES
-from .errors import UserError
-from .train import TrialFailed
-from .tracking import DEFAULT_TRACKING_URI
+from .core.errors import TrialFailed, UserError
+from .sweep.tracking import DEFAULT_TRACKING_URI
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,34 +41,15 @@ def _parse_options(pairs: list[str]) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .trial.config import add_flags
+
     parser = _Parser(prog="python -m benchmark", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser("train", help="run one trial and write its result JSON")
-    train.add_argument("--task", default="iterater")
-    train.add_argument("--strategy", default="ir-tuning")
+    add_flags(train)  # one flag per TrainConfig field
     train.add_argument("--option", action="append", metavar="KEY=VALUE",
                        help="a strategy option, e.g. --option split_num=2 (repeatable)")
-    train.add_argument("--model", default=None, help="alias, local folder or hub id (default: minilm)")
-    train.add_argument("--data-dir", default=None)
-    train.add_argument("--max-steps", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--grad-accum", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--warmup-steps", type=int)
-    train.add_argument("--weight-decay", type=float)
-    train.add_argument("--max-length", type=int)
-    train.add_argument("--input-format", choices=["pair", "instruction"])
-    train.add_argument("--eval-every", type=int)
-    train.add_argument("--train-limit", type=int)
-    train.add_argument("--eval-limit", type=int, help="dev rows to evaluate on (default: all)")
-    train.add_argument("--test-limit", type=int, help="test rows (default: all)")
-    train.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
-    train.add_argument("--device")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--converge-tolerance", type=float)
-    train.add_argument("--deepspeed", choices=DEEPSPEED_CHOICES,
-                       help="DeepSpeed ZeRO stage (configs in cluster/deepspeed/)")
     train.add_argument("--workers", type=int, default=1,
                        help="data-parallel workers on Ray Train (batch size is the global batch)")
     train.add_argument("--cpus-per-worker", type=float, default=1)
@@ -86,16 +65,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results-dir", type=Path, default=Path("results"))
     run.add_argument("--dry-run", action="store_true", help="print the trial plan and resources, run nothing")
 
-    board = commands.add_parser("leaderboard", help="render a suite's leaderboard from MLflow")
+    board = commands.add_parser("leaderboard", help="render a suite's leaderboard from MLflow "
+                                "(or from its committed trial files)")
     board.add_argument("--suite", default="revisions")
     board.add_argument("--tracking-uri", default=None)
     board.add_argument("--results-dir", type=Path, default=Path("results"))
+    board.add_argument("--from-results", type=Path, default=None, metavar="DIR",
+                       help="read the trial files under DIR/trials (e.g. results/revisions) "
+                       "instead of MLflow")
 
     report = commands.add_parser("report", help="write results/<suite>/report.md: leaderboard, "
                                  "per-class F1, IR-Tuning's block selection, reference settings")
     report.add_argument("--suite", default="revisions")
     report.add_argument("--tracking-uri", default=None)
     report.add_argument("--results-dir", type=Path, default=Path("results"))
+    report.add_argument("--from-results", type=Path, default=None, metavar="DIR",
+                        help="read the trial files under DIR/trials instead of MLflow")
 
     commands.add_parser("list", help="tasks, strategies, models and suites")
 
@@ -111,32 +96,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
-    from .train import TrainConfig, run_trial
-    from .trial_summary import summary_table
+    from .trial.config import TrainConfig, field_names
+    from .trial.loop import run_trial
+    from .trial.summary import summary_table
 
-    worker_keys = ("workers", "cpus_per_worker", "gpus_per_worker")
-    values = {k: v for k, v in vars(args).items()
-              if v is not None and k not in ("command", "option", "out", *worker_keys)}
+    values = {k: v for k, v in vars(args).items() if v is not None and k in field_names()}
     values["strategy_options"] = _parse_options(args.option)
-    if values.get("model") is None:
-        values.pop("model", None)
     config = TrainConfig.from_dict(values)
     import tasks
     from strategies import get_strategy
 
-    from .distributed import check_zero_support
-    from .models import check_model_reference
+    from .trial.backends import check_zero_support
+    from .trial.models import check_model_reference
 
-    tasks.get_task(config.task)  # unknown names fail before any work starts
+    task = tasks.get_task(config.task)  # unknown names fail before any work starts
     check_zero_support(config.deepspeed, get_strategy(config.strategy, config.strategy_options))
     check_model_reference(config.model)
     if config.data_dir is None:
         config.data_dir = str(tasks.resolve_data_dir(None))
+    task.check_data(config.data_dir)  # before the model loads
     print(f"training {config.strategy} on {config.task} with {config.model} "
           f"({config.max_steps} steps, batch {config.batch_size})", file=sys.stderr)
     if args.workers > 1:
-        from .ray_workers import WorkerResources, run_on_workers
-        from .runner import start_ray
+        from .sweep.ray_cluster import start_ray
+        from .sweep.ray_workers import run_on_workers
+        from .sweep.suite import WorkerResources
 
         resources = WorkerResources(args.workers, args.cpus_per_worker, args.gpus_per_worker)
         start_ray(None)
@@ -155,9 +139,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from . import leaderboard
-    from .runner import print_plan, run_suite
-    from .suite import expand_trials, load_suite
+    from .sweep.suite import expand_trials, load_suite
+    from .sweep.tune_runner import print_plan, run_suite
 
     suite = load_suite(args.suite)
     if args.dry_run:
@@ -165,48 +148,81 @@ def cmd_run(args) -> int:
         return 0
     import tasks
 
-    from .models import check_model_reference
+    from .trial.models import check_model_reference
 
     check_model_reference(suite.model)  # one line now, not a failed trial per strategy
     data_dir = str(tasks.resolve_data_dir(args.data_dir))
+    for name in suite.tasks:  # every corpus checked once, here, before Ray starts
+        tasks.get_task(name).check_data(data_dir)
     uri = args.tracking_uri or DEFAULT_TRACKING_URI
     try:
         failed = run_suite(suite, uri, address=args.address, storage_path=args.storage_path,
-                           data_dir=data_dir)
+                           data_dir=data_dir, results_dir=args.results_dir,
+                           command=args.command_line)
     except KeyboardInterrupt:
         print("interrupted: finished trials are in MLflow; run the same command to resume",
               file=sys.stderr)
         return 130
     print()
-    print(leaderboard.render(suite.name, uri, args.results_dir))
-    print(f"\nleaderboard written to {args.results_dir / suite.name}/leaderboard.md and .html")
+    print(_write_leaderboard(suite.name, uri, args.results_dir, suite.focus))
+    board = args.results_dir / suite.name
+    print(f"\nleaderboard written to {board}/leaderboard.md and .html")
     if failed:
-        print(f"{failed} trial(s) failed: see the leaderboard and their MLflow runs", file=sys.stderr)
+        print(f"{failed} trial(s) failed: their errors are in {board}/trials/*.json "
+              f"(\"status\": \"FAILED\") and in MLflow ({uri}, tag error)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _write_leaderboard(suite: str, uri: str, results_dir: Path, focus: str | None) -> str:
+    from .reporting import leaderboard
+    from .reporting.runs import from_mlflow
+
+    records, source = from_mlflow(suite, uri)
+    return leaderboard.write_board(suite, leaderboard.collect(records), source, results_dir, focus)
+
+
+def _records(args):
+    """(suite name, run records, their source, focus strategy) for leaderboard and report:
+    from MLflow by default, or from the trial files under --from-results."""
+    from .reporting.runs import from_mlflow, from_results
+
+    if args.from_results is not None:
+        records, source, meta = from_results(args.from_results)
+        name, focus = _suite_name_and_focus(args.suite, meta)
+        return name, records, source, focus
+    name, focus = _suite_name_and_focus(args.suite)
+    records, source = from_mlflow(name, args.tracking_uri or DEFAULT_TRACKING_URI)
+    return name, records, source, focus
 
 
 def cmd_leaderboard(args) -> int:
-    from . import leaderboard
+    from .reporting import leaderboard
 
-    uri = args.tracking_uri or DEFAULT_TRACKING_URI
-    print(leaderboard.render(_suite_name(args.suite), uri, args.results_dir))
+    name, records, source, focus = _records(args)
+    print(leaderboard.write_board(name, leaderboard.collect(records), source, args.results_dir,
+                                  focus))
     return 0
 
 
-def _suite_name(suite: str) -> str:
-    from .suite import load_suite
+def _suite_name_and_focus(suite: str, recorded: dict | None = None) -> tuple[str, str | None]:
+    """The suite's name and focus: from its file, else as recorded with its runs (a suite
+    that ran from a file no longer here)."""
+    from .sweep.suite import load_suite
 
     try:
-        return load_suite(suite).name
+        loaded = load_suite(suite)
     except UserError:
-        return suite  # a suite that ran from a file no longer here: its MLflow name
+        recorded = recorded or {}
+        return recorded.get("name", suite), recorded.get("focus")
+    return loaded.name, loaded.focus
 
 
 def cmd_report(args) -> int:
-    from .report import render_report
+    from .reporting.report import render_report
 
-    path = render_report(_suite_name(args.suite), args.tracking_uri or DEFAULT_TRACKING_URI,
-                         args.results_dir)
+    name, records, source, focus = _records(args)
+    path = render_report(name, records, source, args.results_dir, focus)
     print(f"report written to {path}")
     return 0
 
@@ -215,7 +231,7 @@ def cmd_list(args) -> int:
     import tasks
     from strategies import list_strategies, strategy_options
 
-    from .models import MODEL_ALIASES
+    from .trial.models import MODELS
 
     print("tasks:")
     for name in tasks.list_tasks():
@@ -227,9 +243,9 @@ def cmd_list(args) -> int:
         if options:
             print(f"  {'':<20}   options: {options}")
     print("models:")
-    for name, alias in MODEL_ALIASES.items():
+    for name, alias in MODELS.items():
         print(f"  {name:<20} {alias.description}")
-    from .suite import list_suites
+    from .sweep.suite import list_suites
 
     print("suites:")
     for name, description in list_suites().items():
@@ -246,11 +262,11 @@ def cmd_data(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .model_fetch import SMOLLM2, converted_dir, fetch_smollm2, is_converted
-    from .models import MODEL_ALIASES
+    from .trial.model_fetch import SMOLLM2, converted_dir, fetch_smollm2, is_converted
+    from .trial.models import MODELS
 
     if args.action == "list":
-        for name, alias in MODEL_ALIASES.items():
+        for name, alias in MODELS.items():
             print(f"{name:<14} {alias.description}")
         state = "converted" if is_converted(converted_dir()) else "not fetched yet"
         print(f"{SMOLLM2}: {state}, {converted_dir()}")
@@ -267,10 +283,33 @@ COMMANDS = {"train": cmd_train, "run": cmd_run, "leaderboard": cmd_leaderboard,
             "report": cmd_report, "list": cmd_list, "data": cmd_data, "models": cmd_models}
 
 
+PATH_ARGUMENTS = ("data_dir", "results_dir", "storage_path", "out", "from_results")
+
+
+def absolute_paths(args) -> None:
+    """Resolve every path the user gave against the directory the command started in,
+    before anything reaches Ray (trials run in their own directories)."""
+    from .core.paths import absolute, looks_like_path
+
+    for name in PATH_ARGUMENTS:
+        value = getattr(args, name, None)
+        if value is not None and "://" not in str(value):
+            setattr(args, name, type(value)(absolute(value)))
+    uri = getattr(args, "tracking_uri", None)
+    if uri and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        args.tracking_uri = "sqlite:///" + absolute(uri[len("sqlite:///"):])
+    for name in ("suite", "model"):
+        value = getattr(args, name, None)
+        if value and looks_like_path(value):
+            setattr(args, name, absolute(value))
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         args = build_parser().parse_args(argv)
+        args.command_line = ["python", "-m", "benchmark", *(sys.argv[1:] if argv is None else argv)]
+        absolute_paths(args)
         return COMMANDS[args.command](args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,4 +1,7 @@
-"""Strategy registry: one file per strategy, each registering itself by name.
+"""Strategies: one file each in this folder, found without a hand-kept list.
+
+A strategy module defines a `Strategy` subclass and decorates it with
+`@register_strategy`; every module here is imported when the registry is first asked.
 
     from strategies import get_strategy
     strategy = get_strategy("ir-tuning", {"split_num": 2}, seed=0)
@@ -7,44 +10,44 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from typing import Any
 
-_REGISTRY: dict[str, type] = {}
-_MODULES = ("full_ft", "lora", "ir_tuning", "lisa", "random_layers")
+from benchmark.core.errors import UserError
+from benchmark.core.registry import Registry
+
+STRATEGIES: Registry[type] = Registry("strategy", package=__name__)
 
 
 def register_strategy(cls):
-    _REGISTRY[cls.name] = cls
+    STRATEGIES.register(cls.name, cls)
     return cls
-
-
-def _load_all() -> None:
-    for module in _MODULES:
-        importlib.import_module(f"{__name__}.{module}")
 
 
 def list_strategies() -> dict[str, str]:
     """Name -> one-line description."""
-    _load_all()
-    return {name: cls.description for name, cls in sorted(_REGISTRY.items())}
+    return {name: cls.description for name, cls in STRATEGIES.items()}
 
 
 def strategy_class(name: str):
-    from benchmark.errors import UserError
+    return STRATEGIES.get(name)
 
-    _load_all()
-    if name not in _REGISTRY:
-        raise UserError(f"unknown strategy {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+
+def canonical_options(name: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """Options under their current names (old names in `option_aliases` still load)."""
+    aliases = strategy_class(name).config_class.option_aliases
+    out: dict[str, Any] = {}
+    for key, value in (options or {}).items():
+        key = aliases.get(key, key)
+        if key in out:
+            raise UserError(f"strategy {name!r}: option {key!r} is given twice (once under an old name)")
+        out[key] = value
+    return out
 
 
 def get_strategy(name: str, options: dict[str, Any] | None = None, seed: int = 0):
     """Build a strategy from its name and options (unknown or bad options: UserError)."""
-    from benchmark.errors import UserError
-
     cls = strategy_class(name)
-    options = dict(options or {})
+    options = canonical_options(name, options)
     known = {f.name for f in dataclasses.fields(cls.config_class)}
     unknown = sorted(set(options) - known)
     if unknown:
@@ -60,5 +63,13 @@ def get_strategy(name: str, options: dict[str, Any] | None = None, seed: int = 0
 def strategy_options(name: str) -> dict[str, Any]:
     """The options a strategy takes, with their defaults."""
     cls = strategy_class(name)
-    return {f.name: (f.default if f.default is not dataclasses.MISSING else None)
+    return {f.name: (f.default if f.default is not dataclasses.MISSING
+                     else f.default_factory() if f.default_factory is not dataclasses.MISSING
+                     else None)
             for f in dataclasses.fields(cls.config_class)}
+
+
+def option_names(name: str) -> set[str]:
+    """Every option name a strategy accepts, old aliases included."""
+    cls = strategy_class(name)
+    return set(strategy_options(name)) | set(cls.config_class.option_aliases)

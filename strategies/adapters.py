@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from torch import nn
 
+from .base import StrategyConfig
 from .blocks import linear_module_suffixes, split_model
+
+
+@dataclasses.dataclass
+class AdapterConfig(StrategyConfig):
+    """LoRA options, under the same names for every strategy that takes an adapter."""
+
+    lora_r: int = 32  # the IR-Tuning paper's setting: r=32, alpha=64, dropout 0.05
+    lora_alpha: int = 64
+    lora_dropout: float = 0.05
+    target_modules: list[str] | None = None  # LoRA targets inside a block; None = all linear
 
 
 def block_lora_targets(model: nn.Module, target_modules: list[str] | None) -> str:

@@ -2,7 +2,7 @@
 
 The loop calls, in order:
     model = strategy.prepare(model)            # adapters, what may ever train
-    groups = strategy.param_groups()           # the optimizer is built once, from these
+    optimizer = strategy.build_optimizer(...)  # None: the loop's AdamW over param_groups()
     strategy.attach(optimizer)
     for every optimizer step:
         strategy.before_step(step)             # choose what trains in this step
@@ -10,6 +10,9 @@ The loop calls, in order:
         strategy.after_backward(step)          # read what it needs from the gradients
         ... clip, optimizer.step(), zero_grad(set_to_none=True) ...
 `strategy.selection_trace` holds the blocks trained at each step (layer-wise strategies).
+
+Besides the loop, a strategy tells the tools what they need (`tiny_options`,
+`zero_stages`, `zero_refusal`), so a new strategy is one file.
 """
 
 from __future__ import annotations
@@ -20,20 +23,31 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .blocks import ModelParts, split_model
+from .blocks import ModelParts
 
 
 @dataclasses.dataclass
 class StrategyConfig:
     """Options every strategy takes; subclasses add their own fields."""
 
+    # Old option name -> current name; suite files written with the old names still load.
+    option_aliases: ClassVar[dict[str, str]] = {}
+
 
 class Strategy:
     name: ClassVar[str] = ""
+    title: ClassVar[str] = ""  # display name in reports, e.g. "IR-Tuning"
     description: ClassVar[str] = ""
     config_class: ClassVar[type[StrategyConfig]] = StrategyConfig
     # Learning rate used when the user gives none: adapters want a larger one.
     default_lr: ClassVar[float] = 1e-4
+    # Chooses blocks step by step (it fills `selection_trace`).
+    layerwise: ClassVar[bool] = False
+    # Options for tiny models in smoke runs, the parity check and the tests: small
+    # adapters and no dropout, so that data-parallel workers match one process exactly.
+    tiny_options: ClassVar[dict[str, Any]] = {}
+    # DeepSpeed ZeRO stages the strategy runs under (see `zero_refusal` for options).
+    zero_stages: ClassVar[tuple[int, ...]] = (2, 3)
 
     def __init__(self, config: StrategyConfig, seed: int = 0):
         self.config = config
@@ -46,6 +60,13 @@ class Strategy:
         # partitions gradients).
         self.read_grad = lambda p: p.grad
 
+    # -- what the tools ask -----------------------------------------------------------
+    def zero_refusal(self, stage: int) -> str | None:
+        """Why this strategy, with these options, cannot run under ZeRO `stage` (None: it can)."""
+        if stage not in self.zero_stages:
+            return f"strategy {self.name!r} does not run under DeepSpeed ZeRO-{stage}"
+        return None
+
     # -- set-up ---------------------------------------------------------------------
     def prepare(self, model: nn.Module) -> nn.Module:
         """Return the model to train (possibly wrapped), with requires_grad set."""
@@ -57,6 +78,10 @@ class Strategy:
 
     def param_groups(self) -> list[dict[str, Any]]:
         return [{"params": self.trainable_params(), "name": "all"}]
+
+    def build_optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer | None:
+        """The strategy's own optimizer over `param_groups()`, or None for the loop's AdamW."""
+        return None
 
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer

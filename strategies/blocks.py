@@ -21,9 +21,6 @@ class ModelParts:
     embeddings: list[nn.Parameter]
     head: list[nn.Parameter]
 
-    def block_params(self, index: int) -> list[nn.Parameter]:
-        return list(self.blocks[index].parameters())
-
     @property
     def num_blocks(self) -> int:
         return len(self.blocks)
@@ -67,7 +64,6 @@ def split_model(model: nn.Module) -> ModelParts:
 
 def linear_module_suffixes(block: nn.Module) -> list[str]:
     """Names (relative to the block) of its linear layers: the default LoRA targets."""
-    names = []
     return [name for name, module in block.named_modules() if _is_linear(name, module)]
 
 

@@ -10,6 +10,7 @@ from .blocks import split_model
 @register_strategy
 class FullFineTuning(Strategy):
     name = "full-ft"
+    title = "Full fine-tuning"
     description = "Full fine-tuning: every parameter trains at every step"
     default_lr = 1e-4
 

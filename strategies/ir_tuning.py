@@ -82,10 +82,17 @@ class IRTuningConfig(LayerwiseConfig):
 @register_strategy
 class IRTuning(LayerwiseStrategy):
     name: ClassVar[str] = "ir-tuning"
+    title = "IR-Tuning"
     description: ClassVar[str] = ("IR-Tuning: each step, train the blocks whose gradient "
                                   "norms fall in the high group of a variance split")
     config_class = IRTuningConfig
     config: IRTuningConfig
+
+    def zero_refusal(self, stage: int) -> str | None:
+        if stage == 3 and self.config.metric == "weight":
+            return ("IR-Tuning's metric=weight reads whole weight matrices, which ZeRO-3 "
+                    "partitions across workers; use metric=gradient or deepspeed zero2")
+        return super().zero_refusal(stage)
 
     def prepare(self, model):
         model = super().prepare(model)

@@ -17,21 +17,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .adapters import add_lora, lora_params
+from .adapters import AdapterConfig, add_lora, lora_params
 from .base import Strategy, StrategyConfig
 from .blocks import split_model
 
 
 @dataclasses.dataclass
-class LayerwiseConfig(StrategyConfig):
+class LayerwiseConfig(AdapterConfig):
     # "lora": train the LoRA weights of the selected blocks; "none": all their weights.
     adapter: Literal["lora", "none"] = "none"
     # What happens to a block's optimizer state while it is frozen.
     optimizer_state: Literal["keep", "drop", "offload"] = "keep"
-    lora_r: int = 32
-    lora_alpha: int = 64
-    lora_dropout: float = 0.05
-    target_modules: list[str] | None = None  # LoRA targets inside a block; None = all linear
 
     def __post_init__(self):
         if self.adapter not in ("lora", "none"):
@@ -44,6 +40,8 @@ class LayerwiseConfig(StrategyConfig):
 class LayerwiseStrategy(Strategy):
     config_class: ClassVar[type[StrategyConfig]] = LayerwiseConfig
     config: LayerwiseConfig
+    layerwise = True
+    tiny_options = {"lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0}
     # Train the embeddings at every step too (LISA does; IR-Tuning and RST do not).
     trains_embeddings: ClassVar[bool] = False
 
@@ -56,6 +54,13 @@ class LayerwiseStrategy(Strategy):
     @property
     def default_lr(self) -> float:  # type: ignore[override]
         return 1e-3 if self.config.adapter == "lora" else 1e-4
+
+    def zero_refusal(self, stage: int) -> str | None:
+        if self.config.optimizer_state != "keep":
+            return (f"optimizer_state={self.config.optimizer_state} cannot run under DeepSpeed "
+                    "ZeRO: ZeRO keeps every block's optimizer state in flat partitions it owns; "
+                    "use optimizer_state=keep")
+        return super().zero_refusal(stage)
 
     # -- set-up ---------------------------------------------------------------------
     def prepare(self, model: nn.Module) -> nn.Module:
@@ -118,7 +123,7 @@ class LayerwiseStrategy(Strategy):
 
     def _mark_frozen_groups(self, chosen: list[int]) -> None:
         """Flag the unselected blocks' parameter groups: the loop's optimizer skips them
-        (needed under DeepSpeed ZeRO, which steps every partition; see strategies/optimizer.py)."""
+        (needed under DeepSpeed ZeRO, which steps every partition; see benchmark/trial/optimizer.py)."""
         if self.optimizer is None:
             return
         chosen_set = set(chosen)

@@ -25,10 +25,12 @@ class LisaConfig(LayerwiseConfig):
 @register_strategy
 class Lisa(LayerwiseStrategy):
     name: ClassVar[str] = "lisa"
+    title = "LISA"
     description: ClassVar[str] = "LISA: every K steps, gamma blocks sampled uniformly train"
     config_class = LisaConfig
     config: LisaConfig
     trains_embeddings = True
+    tiny_options = {"gamma": 2, "interval": 2}
 
     def choose(self, step: int) -> list[int]:
         if step % self.config.interval == 0 or not self.selected:

@@ -5,29 +5,28 @@ from __future__ import annotations
 import dataclasses
 
 from . import register_strategy
-from .adapters import add_lora
-from .base import Strategy, StrategyConfig
+from .adapters import AdapterConfig, add_lora
+from .base import Strategy
 from .blocks import split_model
 
 
 @dataclasses.dataclass
-class LoraStrategyConfig(StrategyConfig):
-    r: int = 32  # the IR-Tuning paper's setting: r=32, alpha=64, dropout 0.05
-    alpha: int = 64
-    dropout: float = 0.05
-    target_modules: list[str] | None = None  # None: every linear layer inside the blocks
+class LoraStrategyConfig(AdapterConfig):
+    option_aliases = {"r": "lora_r", "alpha": "lora_alpha", "dropout": "lora_dropout"}
 
 
 @register_strategy
 class Lora(Strategy):
     name = "lora"
+    title = "LoRA"
     description = "LoRA adapters on every block (peft), trained at every step"
     config_class = LoraStrategyConfig
     default_lr = 1e-3
+    tiny_options = {"lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0}
 
     def prepare(self, model):
         c = self.config
-        model = add_lora(model, c.r, c.alpha, c.dropout, c.target_modules)
+        model = add_lora(model, c.lora_r, c.lora_alpha, c.lora_dropout, c.target_modules)
         self.model = model
         self.parts = split_model(model)
         for p in self.parts.head:

@@ -25,9 +25,11 @@ class RandomLayersConfig(LayerwiseConfig):
 @register_strategy
 class RandomLayers(LayerwiseStrategy):
     name: ClassVar[str] = "random-layers"
+    title = "Random layers"
     description: ClassVar[str] = "Random layers (RST): k blocks drawn uniformly at every step"
     config_class = RandomLayersConfig
     config: RandomLayersConfig
+    tiny_options = {"k": 2, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0}
 
     def choose(self, step: int) -> list[int]:
         if self.config.fixed_blocks is not None:

@@ -67,7 +67,7 @@ Metadata columns: ``essay_id``, ``draft_pair`` ("12"/"23"), ``condition`` ("A"-"
 ``revision_id`` ("<essay>-<pair>-<revision index>").
 
 Parsing the workbooks takes a few seconds, so the parsed revisions are cached as JSON under
-``<cache_dir>/parsed/`` (``cache_dir`` = $BENCHMARK_CACHE_DIR or
+``<cache>/parsed/`` (``benchmark.core.paths.cache_root()``: $BENCHMARK_CACHE_DIR or
 ``platformdirs.user_cache_dir("revision-benchmark")``), keyed by a fingerprint of the
 workbooks (relative paths, sizes, mtimes) and ``PARSER_VERSION``.
 """
@@ -82,13 +82,13 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
-from benchmark.errors import UserError
-from tasks.fetch import fetch_into_default_cache
+from benchmark.core.errors import UserError
+from benchmark.core.paths import cache_root
+from tasks.fetch import ARGREWRITE_SUBDIR, annotation_files, fetch_into_default_cache
 from tasks.base import (
     SPLITS,
     Task,
     build_dataset_dict,
-    cache_dir,
     missing_data_error,
     one_line,
     register_task,
@@ -96,7 +96,7 @@ from tasks.base import (
 )
 
 PARSER_VERSION = 1
-SUBDIR = Path("argrewrite") / "dataset" / "annotations"
+SUBDIR = ARGREWRITE_SUBDIR
 EXPECTED_FILES = "argrewrite/dataset/annotations/{A,B,C,D}/{12,23}/Annotation_*.xlsx"
 SOURCE = "GitHub omidkashefi/ArgRewrite (ArgRewrite V.2, dataset/annotations)"
 SPLIT_SALT = "argrewrite-split-v1"
@@ -152,18 +152,6 @@ METADATA = {
 
 
 # --------------------------------------------------------------------------- parsing
-
-
-def annotation_files(annotations_dir: Path) -> list[Path]:
-    """The annotation workbooks under `annotations_dir`, sorted by relative path."""
-    if not annotations_dir.is_dir():
-        return []
-    files = [
-        p
-        for p in annotations_dir.glob("*/*/*.xlsx")
-        if p.name.startswith("Annotation_") and p.is_file()
-    ]
-    return sorted(files, key=lambda p: p.relative_to(annotations_dir).as_posix())
 
 
 def _split_cell(value: Any) -> list[str]:
@@ -319,7 +307,7 @@ def parsed_revisions(annotations_dir: Path, use_cache: bool = True) -> list[dict
     if not files:
         return []
     fingerprint = _fingerprint(files, annotations_dir)
-    cache_file = cache_dir() / "parsed" / f"argrewrite-v{PARSER_VERSION}-{fingerprint[:20]}.json"
+    cache_file = cache_root() / "parsed" / f"argrewrite-v{PARSER_VERSION}-{fingerprint[:20]}.json"
     if use_cache:
         try:
             cached = json.loads(cache_file.read_text(encoding="utf-8"))
@@ -366,12 +354,16 @@ class _ArgRewriteBase(Task):
     #: original purpose -> label name; set by subclasses.
     label_of_purpose: dict[str, str] = {}
 
-    def load(self, data_dir=None):
+    id_column = "revision_id"
+
+    def check_data(self, data_dir=None) -> None:
         root = resolve_data_dir(data_dir)
-        annotations_dir = root / SUBDIR
-        if not annotation_files(annotations_dir) and not fetch_into_default_cache(self.name, data_dir):
+        if not annotation_files(root / SUBDIR) and not fetch_into_default_cache(self.name, data_dir):
             raise missing_data_error(self.name, EXPECTED_FILES, root, SOURCE)
-        revisions = parsed_revisions(annotations_dir)
+
+    def load(self, data_dir=None):
+        self.check_data(data_dir)
+        revisions = parsed_revisions(resolve_data_dir(data_dir) / SUBDIR)
         split_of = essay_splits({r["essay_id"] for r in revisions})
         label_ids = {name: i for i, name in enumerate(self.label_names)}
         columns = {s: {c: [] for c in ("before", "after", "label", *METADATA)} for s in SPLITS}

@@ -9,18 +9,18 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
+from benchmark.core.paths import user_cache_dir
+from benchmark.core.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
 
-APP_NAME = "revision-benchmark"
 DATA_DIR_ENV = "BENCHMARK_DATA_DIR"
-CACHE_DIR_ENV = "BENCHMARK_CACHE_DIR"
 SPLITS = ("train", "validation", "test")
 FETCH_COMMAND = "python -m benchmark data fetch"
 
-_REGISTRY: dict[str, type["Task"]] = {}
+TASKS: Registry[type["Task"]] = Registry("task", package="tasks")  # one file per corpus
 
 
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -30,19 +30,7 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     env = os.environ.get(DATA_DIR_ENV)
     if env:
         return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir(APP_NAME)) / "data"
-
-
-def cache_dir() -> Path:
-    """Where derived files (e.g. parsed workbooks) are cached: $BENCHMARK_CACHE_DIR or the user cache."""
-    env = os.environ.get(CACHE_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir(APP_NAME))
+    return user_cache_dir() / "data"  # corpora are not a derived cache: not under $BENCHMARK_CACHE_DIR
 
 
 def one_line(text: object) -> str:
@@ -78,9 +66,17 @@ class Task:
         "Identify the intention of the revision between the original sentence and the revised sentence."
     )
 
+    # The column holding a stable id of each example (test predictions are keyed by it).
+    id_column: ClassVar[str] = "id"
+
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
+
+    def check_data(self, data_dir: str | os.PathLike[str] | None = None) -> None:
+        """Raise the one-line missing-data error when the corpus is not under `data_dir`
+        (cheap: file checks only; `run` calls it once per task before Ray starts)."""
+        raise NotImplementedError
 
     def load(self, data_dir: str | os.PathLike[str] | None = None) -> "datasets.DatasetDict":
         raise NotImplementedError
@@ -97,23 +93,15 @@ def register_task(cls: type[Task]) -> type[Task]:
         raise ValueError(f"{cls.__name__} must set `name` and `label_names`")
     if len(set(cls.label_names)) != len(cls.label_names):
         raise ValueError(f"{cls.__name__}: duplicate label names {cls.label_names}")
-    other = _REGISTRY.get(cls.name)
-    if other is not None and (other.__module__, other.__qualname__) != (cls.__module__, cls.__qualname__):
-        raise ValueError(f"task name {cls.name!r} is already registered by {other.__qualname__}")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return TASKS.register(cls.name, cls)
 
 
 def list_tasks() -> list[str]:
-    return sorted(_REGISTRY)
+    return TASKS.names()
 
 
 def get_task(name: str) -> Task:
-    cls = _REGISTRY.get(name)
-    if cls is None:
-        known = ", ".join(list_tasks()) or "(none)"
-        raise UserError(f"unknown task {name!r}; known tasks: {known}")
-    return cls()
+    return TASKS.get(name)()
 
 
 def build_dataset_dict(

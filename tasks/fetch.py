@@ -22,7 +22,7 @@ import zipfile
 from pathlib import Path
 from typing import Iterable
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 from tasks.base import DATA_DIR_ENV, one_line, resolve_data_dir
 
 HF_REPO = "wanyu/IteraTeR_human_sent"
@@ -31,6 +31,8 @@ ARGREWRITE_ZIPS = (
     "https://github.com/omidkashefi/ArgRewrite/archive/refs/heads/master.zip",
     "https://github.com/omidkashefi/ArgRewrite/archive/refs/heads/main.zip",
 )
+
+ARGREWRITE_SUBDIR = Path("argrewrite") / "dataset" / "annotations"
 
 #: corpus -> host probed before downloading it
 HOSTS = {"iterater": "huggingface.co", "argrewrite": "github.com"}
@@ -41,9 +43,19 @@ CORPUS_OF = {"iterater": "iterater", "argrewrite": "argrewrite", "argrewrite-coa
 def _present(corpus: str, root: Path) -> bool:
     if corpus == "iterater":
         return all((root / "iterater" / "human_sent_level" / f).is_file() for f in ITERATER_FILES)
-    from tasks.argrewrite import SUBDIR, annotation_files
+    return bool(annotation_files(root / ARGREWRITE_SUBDIR))
 
-    return bool(annotation_files(root / SUBDIR))
+
+def annotation_files(annotations_dir: Path) -> list[Path]:
+    """The annotation workbooks under `annotations_dir`, sorted by relative path."""
+    if not annotations_dir.is_dir():
+        return []
+    files = [
+        p
+        for p in annotations_dir.glob("*/*/*.xlsx")
+        if p.name.startswith("Annotation_") and p.is_file()
+    ]
+    return sorted(files, key=lambda p: p.relative_to(annotations_dir).as_posix())
 
 
 def _check_network(host: str, port: int = 443, timeout: float = 3.0) -> None:

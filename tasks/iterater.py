@@ -18,7 +18,8 @@ validation   385   157    115      46        13    54
 test         360   186     88      36        15    35
 =========== ===== ======= ======= ========= ===== ===============
 
-Metadata columns: ``doc_id`` (str), ``revision_depth`` (int).
+Metadata columns: ``id`` (``<file>:<line>``, e.g. ``test.json:12``: stable across runs, so
+test predictions pair up by example), ``doc_id`` (str), ``revision_depth`` (int).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import json
 import os
 from pathlib import Path
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 from tasks.fetch import fetch_into_default_cache
 from tasks.base import SPLITS, Task, build_dataset_dict, missing_data_error, register_task, resolve_data_dir
 
@@ -48,7 +49,7 @@ class IteraTeRTask(Task):
         root = resolve_data_dir(data_dir) / SUBDIR
         return {split: root / fname for split, fname in SPLIT_FILES.items()}
 
-    def load(self, data_dir=None):
+    def check_data(self, data_dir=None) -> None:
         files = self.files(data_dir)
         missing = [p for p in files.values() if not p.is_file()]
         if missing and fetch_into_default_cache(self.name, data_dir):
@@ -57,12 +58,18 @@ class IteraTeRTask(Task):
             root = resolve_data_dir(data_dir)
             expected = ", ".join(str(SUBDIR / SPLIT_FILES[s]) for s in SPLITS)
             raise missing_data_error(self.name, expected, root, self.source)
+
+    def load(self, data_dir=None):
+        self.check_data(data_dir)
+        files = self.files(data_dir)
         columns = {split: self._read(files[split]) for split in SPLITS}
-        return build_dataset_dict(columns, self.label_names, {"doc_id": "string", "revision_depth": "int32"})
+        return build_dataset_dict(columns, self.label_names,
+                                  {"id": "string", "doc_id": "string", "revision_depth": "int32"})
 
     def _read(self, path: Path) -> dict[str, list]:
         label_ids = {name: i for i, name in enumerate(self.label_names)}
-        cols: dict[str, list] = {"before": [], "after": [], "label": [], "doc_id": [], "revision_depth": []}
+        cols: dict[str, list] = {"before": [], "after": [], "label": [], "id": [], "doc_id": [],
+                                 "revision_depth": []}
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
@@ -90,6 +97,7 @@ class IteraTeRTask(Task):
             cols["before"].append(str(before or "").strip())
             cols["after"].append(str(after or "").strip())
             cols["label"].append(label_ids[label])
+            cols["id"].append(f"{path.name}:{lineno}")  # the row's line in the published file
             cols["doc_id"].append(str(doc_id))
             cols["revision_depth"].append(depth)
         return cols

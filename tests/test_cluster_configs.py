@@ -14,7 +14,7 @@ import yaml
 from packaging.requirements import Requirement
 
 from benchmark.cli import build_parser
-from benchmark.suite import SUITES_DIR, load_suite, suite_path
+from benchmark.sweep.suite import SUITES_DIR, load_suite, suite_path
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"

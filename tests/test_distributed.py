@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from benchmark.cli import main
-from benchmark.parity import STRATEGIES, report, run_parity
-from benchmark.tracking import connect, runs_of
+from benchmark.tools.parity import parity_strategies, report, run_parity
+from benchmark.sweep.tracking import connect, runs_of
 
 # Two workers average their halves' gradients: the same update as one process on the
 # whole batch, up to float summation order (measured: at most 2.4e-7 over 4 steps).
@@ -26,7 +26,7 @@ def test_two_zero2_workers_match_one_process_for_every_strategy(zero2_parity):
     table, problems = report(zero2_parity, LOSS_TOLERANCE)
     assert not problems, "\n".join(problems) + "\n" + table
     assert [r["ir-tuning"]["world_size"] for r in zero2_parity["workers"]] == [2, 2]
-    assert set(zero2_parity["single"]) == set(STRATEGIES)
+    assert set(zero2_parity["single"]) == set(parity_strategies("zero2"))
 
 
 def test_layerwise_strategies_really_freeze_blocks_under_zero2(zero2_parity):

@@ -6,8 +6,9 @@ import json
 import pytest
 import torch
 
-from benchmark import gpu_check
-from benchmark.models import MODEL_ALIASES, llama_1b_config
+from benchmark.tools import gpu_check
+from strategies import STRATEGIES
+from benchmark.trial.models import MODELS, llama_1b_config
 
 
 def test_tiny_check_runs_every_strategy_and_reports_speed_and_memory(tmp_path, data_dir, capsys):
@@ -19,7 +20,7 @@ def test_tiny_check_runs_every_strategy_and_reports_speed_and_memory(tmp_path, d
     report = json.loads(out.read_text())
     assert report["model"] == "tiny-llama" and report["max_steps"] == 2
     rows = {row["strategy"]: row for row in report["rows"]}
-    assert list(rows) == list(gpu_check.STRATEGIES)
+    assert list(rows) == STRATEGIES.names()
     for strategy, row in rows.items():
         assert "error" not in row, row
         assert row["steps_per_s"] > 0 and row["peak_memory_mb"] > 100, row  # RSS of a torch process
@@ -30,7 +31,7 @@ def test_tiny_check_runs_every_strategy_and_reports_speed_and_memory(tmp_path, d
 
 
 def test_the_1b_model_is_about_a_billion_parameters_and_runs_in_bf16_on_cuda():
-    assert "llama-1b-random" in MODEL_ALIASES
+    assert "llama-1b-random" in MODELS
     with torch.device("meta"):  # the shape only: no 4 GB of weights on this machine
         from transformers import LlamaForSequenceClassification
 

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from benchmark.memory import (MIB, NvmlSource, PeakMemorySampler, RssSource, _visible_nvml_indices,
+from benchmark.trial.memory import (MIB, NvmlSource, PeakMemorySampler, RssSource, _visible_nvml_indices,
                               combine_worker_peaks, release_accelerator_memory)
 
 GIB = 1024 * MIB

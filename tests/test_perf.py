@@ -1,7 +1,7 @@
 """The perf scripts on tiny settings: they run and their bookkeeping is right (timings
 are printed, never asserted)."""
 
-from benchmark.perf import bookkeeping, input_pipeline, memory
+from benchmark.tools.perf import bookkeeping, input_pipeline, memory
 
 
 def test_bookkeeping_variants_train_the_same_blocks(data_dir, capsys):

@@ -3,7 +3,7 @@
 import numpy as np
 from sklearn.metrics import f1_score
 
-from benchmark.significance import macro_f1_rows, paired_bootstrap
+from benchmark.reporting.significance import macro_f1_rows, paired_bootstrap
 
 
 def test_macro_f1_matches_scikit_learn_including_absent_classes():

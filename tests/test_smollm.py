@@ -5,10 +5,14 @@ import pytest
 import torch
 
 from benchmark.cli import main
-from benchmark.data import cache_root, instruction_prompt
-from benchmark.model_fetch import FETCH_COMMAND, SMOLLM2, converted_dir, fetch_smollm2
-from benchmark.models import load_model
-from benchmark.train import TrainConfig, optimizer_step, run_trial
+from benchmark.core.paths import cache_root
+from benchmark.trial.data import instruction_prompt
+from benchmark.trial.model_fetch import FETCH_COMMAND, SMOLLM2, converted_dir, fetch_smollm2
+from benchmark.trial.models import load_model
+from benchmark.trial.build import build_trial
+from benchmark.trial.config import TrainConfig
+from benchmark.trial.loop import run_trial
+from benchmark.trial.step import optimizer_step
 from strategies import get_strategy
 
 # Read at collection, before conftest points BENCHMARK_CACHE_DIR at a per-run folder: the
@@ -61,11 +65,11 @@ def test_converted_model_trains_two_ir_tuning_steps_with_instruction_input(
                          ids=["lora-adapter", "no-adapter"])
 def test_frozen_blocks_stay_bit_for_bit_unchanged(smollm2_folder, options, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    model, tokenizer = load_model(SMOLLM2, num_labels=3, seed=0)
-    strategy = get_strategy("ir-tuning", options, seed=0)
-    model = strategy.prepare(model)
-    optimizer = torch.optim.AdamW(strategy.param_groups(), lr=1e-2, weight_decay=0.1)
-    strategy.attach(optimizer)
+    trial = build_trial(TrainConfig(model=SMOLLM2, strategy="ir-tuning", strategy_options=options,
+                                    lr=1e-2, weight_decay=0.1, warmup_steps=0, max_steps=100,
+                                    device="cpu", precision="fp32"),
+                        num_labels=3, with_data=False)
+    model, tokenizer, strategy, optimizer = trial.model, trial.tokenizer, trial.strategy, trial.optimizer
     prompts = [instruction_prompt("Why was it revised?", ["a", "b", "c"], "The cat sat.", after)
                for after in ("A cat sat.", "The cat sat down.")]
     batch = dict(tokenizer(prompts, padding=True, truncation=True, max_length=32,

@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 
-from benchmark.models import load_model
-from benchmark.train import optimizer_step
-from strategies import get_strategy, list_strategies
+from benchmark.trial.build import build_trial
+from benchmark.trial.config import TrainConfig
+from benchmark.trial.step import optimizer_step
+from strategies import STRATEGIES, get_strategy, list_strategies
 from strategies.blocks import split_model
 
 LAYERWISE = [
@@ -31,12 +32,14 @@ def _batch(tokenizer, n=4):
 
 
 def _setup(model_name, strategy_name, options, seed=0):
-    model, tokenizer = load_model(model_name, num_labels=3, seed=seed)
-    strategy = get_strategy(strategy_name, options, seed=seed)
-    model = strategy.prepare(model)
-    optimizer = torch.optim.AdamW(strategy.param_groups(), lr=1e-2, weight_decay=0.1)
-    strategy.attach(optimizer)
-    return model, tokenizer, strategy, optimizer
+    """The trial's own set-up, without data: AdamW at lr 1e-2 (the schedule is never
+    stepped here) and weight decay 0.1, so any block the optimizer touches moves."""
+    trial = build_trial(TrainConfig(model=model_name, strategy=strategy_name,
+                                    strategy_options=options, seed=seed, lr=1e-2,
+                                    weight_decay=0.1, warmup_steps=0, max_steps=100,
+                                    device="cpu", precision="fp32"),
+                        num_labels=3, with_data=False)
+    return trial.model, trial.tokenizer, trial.strategy, trial.optimizer
 
 
 def _blocks_changed(strategy, before):
@@ -61,6 +64,15 @@ def test_frozen_blocks_stay_bit_for_bit_unchanged(model_name, strategy_name, opt
         assert selected, "a layer-wise strategy must train some block"
         # Weight decay 0.1 and momentum would move any block the optimizer touched.
         assert _blocks_changed(strategy, before) == selected
+
+
+@pytest.mark.parametrize("strategy_name", sorted(
+    name for name, cls in STRATEGIES.items()
+    if cls.layerwise and name not in {listed for listed, _ in LAYERWISE}))
+def test_every_other_layerwise_strategy_keeps_frozen_blocks_unchanged(strategy_name):
+    """Strategies added later get the invariant checked with their own tiny options."""
+    test_frozen_blocks_stay_bit_for_bit_unchanged("tiny-llama", strategy_name,
+                                                  STRATEGIES.get(strategy_name).tiny_options)
 
 
 def test_every_strategy_is_registered():
@@ -195,7 +207,7 @@ def test_blocks_are_found_without_a_class_table(config_name):
 
 
 def test_bad_options_are_one_line_user_errors():
-    from benchmark.errors import UserError
+    from benchmark.core.errors import UserError
 
     with pytest.raises(UserError, match="no option 'gama'"):
         get_strategy("lisa", {"gama": 3})

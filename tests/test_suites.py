@@ -1,6 +1,8 @@
 """Suites through real Ray Tune into a temporary MLflow (SQLite) store."""
 
+import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -12,9 +14,10 @@ import pytest
 import yaml
 
 from benchmark.cli import main
-from benchmark.suite import expand_trials, load_suite
-from benchmark.tracking import connect, runs_of
+from benchmark.sweep.suite import expand_trials, load_suite
+from benchmark.sweep.tracking import connect, runs_of
 
+REPO = Path(__file__).resolve().parents[1]
 TINY_BUDGET = {"max_steps": 4, "eval_every": 2, "batch_size": 8, "train_limit": 32,
                "eval_limit": 16, "test_limit": 16, "max_length": 48}
 
@@ -39,11 +42,31 @@ def _runs(uri, suite):
     return runs_of(client, client.get_experiment_by_name(suite).experiment_id)
 
 
-def test_smoke_suite_runs_and_resumes_without_duplicates(tmp_path, data_dir, capsys):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    args = _run_args(tmp_path, "smoke", data_dir)
-    assert main(args) == 0
-    out = capsys.readouterr().out
+def _fresh_clone(tmp_path, data_dir) -> Path:
+    """The repository's files as a fresh clone has them, with the corpora at ../shared/data
+    beside it (a link), as a new user's checkout."""
+    clone = tmp_path / "clone"
+    shutil.copytree(REPO, clone, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "results", "__pycache__", "*.egg-info", ".pytest_cache"))
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "data").symlink_to(Path(data_dir).resolve())
+    return clone
+
+
+def _table_rows(markdown: str) -> list[str]:
+    return [line for line in markdown.splitlines() if line.startswith("|")]
+
+
+def test_a_newcomers_first_run_from_a_fresh_clone_finishes_and_resumes(tmp_path, data_dir, capsys):
+    """The README's main command with --suite smoke, exactly, from the clone's root with the
+    relative data path; then resume, report, and a leaderboard rebuilt from trial files."""
+    clone = _fresh_clone(tmp_path, data_dir)
+    command = [sys.executable, "-m", "benchmark", "run", "--suite", "smoke",
+               "--data-dir", "../shared/data"]
+    done = subprocess.run(command, cwd=clone, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    uri = f"sqlite:///{clone}/results/mlflow.db"
     runs = _runs(uri, "smoke")
     trials = expand_trials(load_suite("smoke"))
     assert len(runs) == len(trials) == 10
@@ -55,30 +78,64 @@ def test_smoke_suite_runs_and_resumes_without_duplicates(tmp_path, data_dir, cap
         assert r.data.tags["ray_trial_id"] and r.data.tags["trial_key"]
         assert r.data.params["model"] == "tiny-llama"
     # The leaderboard lists every trial's strategy on every task, with its figures.
-    board = (tmp_path / "results" / "smoke" / "leaderboard.md").read_text()
+    results = clone / "results"
+    board = (results / "smoke" / "leaderboard.md").read_text()
     for task in ("iterater", "argrewrite"):
         section = board.split(f"## {task}")[1].split("## ")[0]
         for strategy in ("full-ft", "lora", "lisa", "random-layers", "ir-tuning"):
             assert f"| {strategy} |" in section
     assert "FAILED" not in board and "Leaderboard: suite `smoke`" in out
     for plot in ("f1_vs_memory.png", "dev_f1_curves.png", "ir_tuning_selection.png"):
-        assert (tmp_path / "results" / "smoke" / plot).stat().st_size > 1000
-    _check_report_and_overhead(tmp_path, uri, capsys)
+        assert (results / "smoke" / plot).stat().st_size > 1000
+    _check_trial_files(results / "smoke" / "trials", trials)
+    _check_report_and_overhead(clone, uri, capsys)
+    # The committed-results path: the same table rows from the trial files alone.
+    capsys.readouterr()
+    rebuilt = tmp_path / "rebuilt"
+    assert main(["leaderboard", "--suite", "smoke", "--from-results", str(results / "smoke"),
+                 "--results-dir", str(rebuilt), "--tracking-uri", "http://127.0.0.1:9"]) == 0
+    assert _table_rows((rebuilt / "smoke" / "leaderboard.md").read_text()) == _table_rows(board)
+    assert main(["report", "--suite", "smoke", "--from-results", str(results / "smoke"),
+                 "--results-dir", str(rebuilt), "--tracking-uri", "http://127.0.0.1:9"]) == 0
+    assert "## IR-Tuning against every other strategy" in (rebuilt / "smoke" / "report.md").read_text()
     # A second run finds every trial finished: nothing re-runs, nothing is duplicated.
     before = {r.info.run_id for r in runs}
-    assert main(args) == 0
-    assert "10 already finished" in capsys.readouterr().out
+    again = subprocess.run(command, cwd=clone, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "10 already finished" in again.stdout
     assert {r.info.run_id for r in _runs(uri, "smoke")} == before
 
 
-def _check_report_and_overhead(tmp_path, uri, capsys):
+def _check_trial_files(folder: Path, trials: list[dict]) -> None:
+    files = sorted(folder.glob("*.json"))
+    assert len(files) == len(trials)
+    for path in files:
+        record = json.loads(path.read_text())
+        trial = record["trial"]
+        assert path.name == (f"{trial['task']}--{trial['strategy']}--{record['config_key']}"
+                             f"--s{trial['seed']}.json")
+        assert record["status"] == "FINISHED" and record["error"] is None
+        run = record["run"]
+        assert run["command"].startswith("python -m benchmark run --suite smoke")
+        assert len(run["git_commit"]) >= 7 or run["git_commit"] == "unknown"
+        assert set(run["versions"]) == {"torch", "transformers", "peft", "ray", "mlflow", "deepspeed"}
+        assert run["device"] == "cpu" and run["precision"] in ("fp32", "bf16")
+        result = record["result"]
+        assert [h["step"] for h in result["history"]] == [3, 6]
+        assert result["peak_memory_mb"] > 0 and result["train_time_s"] > 0
+        predictions = result["test_predictions"]
+        assert len(predictions) == result["sizes"]["test"] == 32
+        assert all(set(p) == {"label", "predicted"} for p in predictions.values())
+
+
+def _check_report_and_overhead(root, uri, capsys):
     """`report` and the suite-overhead benchmark on the smoke suite's fresh store."""
-    from benchmark.perf import suite_overhead
+    from benchmark.tools.perf import suite_overhead
 
     capsys.readouterr()
     assert main(["report", "--suite", "smoke", "--tracking-uri", uri,
-                 "--results-dir", str(tmp_path / "results")]) == 0
-    report = (tmp_path / "results" / "smoke" / "report.md").read_text()
+                 "--results-dir", str(root / "results")]) == 0
+    report = (root / "results" / "smoke" / "report.md").read_text()
     for heading in ("## Leaderboard", "## Test F1 per class", "## IR-Tuning: which blocks it trained",
                     "## IR-Tuning against every other strategy",
                     "## Settings beside the reference implementation"):
@@ -95,14 +152,14 @@ def _check_report_and_overhead(tmp_path, uri, capsys):
     # Tiny Llama has 4 blocks: one frequency per block, each a share of the 6 steps.
     frequency = next(l for l in report.splitlines() if l.startswith("| % of steps |"))
     assert len(frequency.split("|")) == 4 + 3
-    assert (tmp_path / "results" / "smoke" / "ir_tuning_frequency.png").stat().st_size > 1000
+    assert (root / "results" / "smoke" / "ir_tuning_frequency.png").stat().st_size > 1000
     measured = suite_overhead.measure("smoke", uri)
     assert measured["trials"] == 10 and measured["parallel"] == 2
     assert 0 < measured["train_s"] < measured["trial_wall_s"] < 2 * measured["wall_s"]
     assert measured["overhead"] > 0  # a suite cannot beat its own training time
 
 
-def test_concurrent_trials_log_completely_and_a_failure_is_recorded(tmp_path, data_dir):
+def test_concurrent_trials_log_completely_and_a_failure_is_recorded(tmp_path, data_dir, capsys):
     strategies = {"full-ft": {"search": {"lr": [1e-4, 1e30]}},  # 1e30: the loss goes NaN
                   "lora": {"search": {"lr": [1e-3, 3e-3]}},
                   "random-layers": {"options": {"k": 1}}}
@@ -110,7 +167,9 @@ def test_concurrent_trials_log_completely_and_a_failure_is_recorded(tmp_path, da
                        budget={**TINY_BUDGET, "max_grad_norm": 0},
                        resources={"cpus_per_trial": 0.4, "max_concurrent_trials": 5})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    assert main(_run_args(tmp_path, path, data_dir)) == 0
+    assert main(_run_args(tmp_path, path, data_dir)) == 1  # a trial failed: the exit says so
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("1 trial(s) failed") and "trials/*.json" in last
     runs = _runs(uri, "concurrent")
     assert len(runs) == 5
     failed = [r for r in runs if r.info.status == "FAILED"]
@@ -133,6 +192,25 @@ def test_concurrent_trials_log_completely_and_a_failure_is_recorded(tmp_path, da
     board = (tmp_path / "results" / "concurrent" / "leaderboard.md").read_text()
     assert "FAILED" not in board.split("| full-ft |")[1].split("\n")[0]  # lr 1e-4 still ranks
     assert "(1 failed)" in board
+    failed_file = [json.loads(p.read_text()) for p in
+                   (tmp_path / "results" / "concurrent" / "trials").glob("*.json")]
+    assert sorted(f["status"] for f in failed_file) == ["FAILED"] + ["FINISHED"] * 4
+    assert any("diverged" in (f["error"] or "") for f in failed_file)
+
+
+def test_a_missing_corpus_stops_run_before_ray_starts(tmp_path, capsys):
+    started = time.time()
+    code = main(["run", "--suite", "smoke", "--data-dir", str(tmp_path / "nowhere"),
+                 "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+                 "--results-dir", str(tmp_path / "results")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and time.time() - started < 10
+    assert len(err) == 1 and err[0].startswith("error: iterater: data files not found")
+    assert "python -m benchmark data fetch" in err[0] and str(tmp_path / "nowhere") in err[0]
+    import ray
+
+    assert not ray.is_initialized()
+    assert not (tmp_path / "mlflow.db").exists()  # nothing started, nothing written
 
 
 def test_killed_suite_resumes_without_losing_or_duplicating_runs(tmp_path, data_dir):
@@ -184,7 +262,7 @@ def test_random_search_draws_the_same_configurations_on_every_load(tmp_path):
     assert first == second and len(first) == 2 * 3 * 2  # r grid x samples x seeds
     lrs = {t["hyperparameters"]["lr"] for t in first}
     assert len(lrs) == 6 and all(1e-4 <= lr <= 1e-2 for lr in lrs)
-    assert {t["options"]["r"] for t in first} == {4, 8}
+    assert {t["options"]["lora_r"] for t in first} == {4, 8}  # the old name r, made current
 
 
 def test_distribution_under_grid_search_is_refused(tmp_path, capsys):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 from tasks import Task, fetch_data, get_task, list_tasks, register_task, resolve_data_dir
 
 DATA_DIR = Path(os.environ.get("BENCHMARK_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))

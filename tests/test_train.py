@@ -6,10 +6,13 @@ import math
 import pytest
 
 from benchmark.cli import main
-from benchmark.metrics import classification_metrics, steps_to_converge
-from benchmark.train import TrainConfig, TrialFailed, run_trial
+from benchmark.trial.metrics import classification_metrics, steps_to_converge
+from benchmark.core.errors import TrialFailed
+from benchmark.trial.config import TrainConfig
+from benchmark.trial.loop import run_trial
+from strategies import STRATEGIES as REGISTRY
 
-STRATEGIES = ["full-ft", "lora", "ir-tuning", "lisa", "random-layers"]
+STRATEGIES = REGISTRY.names()
 TINY = dict(max_steps=4, eval_every=2, batch_size=8, train_limit=32, eval_limit=24, test_limit=24,
             max_length=64)
 
@@ -27,7 +30,7 @@ def test_every_strategy_trains_end_to_end(model, strategy, data_dir):
     assert result["peak_memory_mb"] > 100 and result["memory_source"] == "rss"
     assert result["train_samples_per_s"] > 0
     assert 0 < result["trainable_share"] <= 1
-    layerwise = strategy in ("ir-tuning", "lisa", "random-layers")
+    layerwise = REGISTRY.get(strategy).layerwise
     trace = result["selection_trace"]
     if layerwise:
         assert len(trace) == 4 and all(len(row) == result["num_blocks"] for row in trace)

@@ -21,8 +21,8 @@ import psutil
 import pytest
 import yaml
 
-from benchmark.suite import SUITES_DIR, expand_trials, load_suite
-from benchmark.tracking import connect, runs_of
+from benchmark.sweep.suite import SUITES_DIR, expand_trials, load_suite
+from benchmark.sweep.tracking import connect, runs_of
 
 RAY = str(Path(sys.executable).parent / "ray")
 # Ray >= 2.5x turns token authentication on for `ray start --head` when a token file

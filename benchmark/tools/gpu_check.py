@@ -1,11 +1,11 @@
 """GPU check: every strategy on a randomly initialised ~1B Llama, one after another on one
 GPU, with steps/s and peak memory (NVML per-process, and torch's allocator) per strategy.
 
-    python -m benchmark.gpu_check                       # ~1B model, bf16, one GPU, a few minutes
-    python -m benchmark.gpu_check --size tiny --max-steps 2   # the same path on a CPU, seconds
+    python -m benchmark.tools.gpu_check                            # ~1B model, bf16, one GPU
+    python -m benchmark.tools.gpu_check --size tiny --max-steps 2  # the same path on a CPU
 
 Speed and memory do not depend on trained weights, so a random model measures them without
-a download. Each strategy is one `benchmark.train.run_trial` on IteraTeR slices; between
+a download. Each strategy is one `benchmark.trial.loop.run_trial` on IteraTeR slices; between
 strategies the GPU memory the last one cached is given back, so each NVML figure is that
 strategy's own (plus the CUDA context every process holds).
 """
@@ -19,17 +19,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-STRATEGIES = ("full-ft", "lora", "lisa", "random-layers", "ir-tuning")
 SIZES = {"1b": "llama-1b-random", "tiny": "tiny-llama"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.gpu_check",
+    from strategies import STRATEGIES
+
+    parser = argparse.ArgumentParser(prog="python -m benchmark.tools.gpu_check",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="1b",
                         help="1b: the ~1B random Llama on a GPU; tiny: tiny-llama, runs on a CPU")
-    parser.add_argument("--strategies", default=",".join(STRATEGIES),
-                        help=f"comma-separated (default: {','.join(STRATEGIES)})")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES.names()),
+                        help="comma-separated (default: every registered strategy)")
     parser.add_argument("--max-steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=128)
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_config(strategy: str, size: str, args, data_dir: str):
-    from .train import TrainConfig
+    from ..trial.config import TrainConfig
 
     return TrainConfig(task="iterater", strategy=strategy, model=SIZES[size], data_dir=data_dir,
                        max_steps=args.max_steps, batch_size=args.batch_size,
@@ -53,8 +54,8 @@ def check_config(strategy: str, size: str, args, data_dir: str):
 
 def measure(strategy: str, size: str, args, data_dir: str) -> dict[str, Any]:
     """One strategy's row: the trial's figures, or its error (the others still run)."""
-    from .memory import release_accelerator_memory
-    from .train import run_trial
+    from ..trial.loop import run_trial
+    from ..trial.memory import release_accelerator_memory
 
     config = check_config(strategy, size, args, data_dir)
     try:
@@ -97,12 +98,14 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from strategies import STRATEGIES
+
     args = build_parser().parse_args(argv)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    unknown = sorted(set(strategies) - set(STRATEGIES))
+    unknown = sorted(set(strategies) - set(STRATEGIES.names()))
     if unknown or not strategies:
         print(f"error: unknown strategy {unknown[0] if unknown else '(none)'}; "
-              f"choose from {', '.join(STRATEGIES)}", file=sys.stderr)
+              f"choose from {', '.join(STRATEGIES.names())}", file=sys.stderr)
         return 2
     if args.max_steps < 1 or args.batch_size < 1:
         print("error: --max-steps and --batch-size must be at least 1", file=sys.stderr)

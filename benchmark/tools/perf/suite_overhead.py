@@ -6,21 +6,21 @@ end. With P trials at a time, the ideal wall time is (sum of training times) / P
 Reads the latest run of the suite from MLflow (its wall time is recorded as experiment
 tags by `benchmark run`), or runs the suite first with --run.
 
-    python -m benchmark.perf.suite_overhead --suite revisions
+    python -m benchmark.tools.perf.suite_overhead --suite revisions
 """
 
 from __future__ import annotations
 
 import time
 
-from ..tracking import DEFAULT_TRACKING_URI, connect, runs_of
+from ...sweep.tracking import DEFAULT_TRACKING_URI, connect, runs_of
 from .common import base_parser, run_main, table
 
 GOAL = 0.10  # the issue's goal for `revisions`: under 10% over the training time
 
 
 def measure(suite_name: str, tracking_uri: str) -> dict:
-    from ..errors import UserError
+    from ...core.errors import UserError
 
     client = connect(tracking_uri)
     experiment = client.get_experiment_by_name(suite_name)
@@ -56,18 +56,22 @@ def report(m: dict) -> str:
     return table(["", m["suite"]], rows)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser():
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--suite", default="revisions")
     parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
     parser.add_argument("--run", action="store_true", help="run (or resume) the suite first")
     parser.add_argument("--results-dir", default="results", help="where --run writes the leaderboard")
-    args = parser.parse_args(argv)
-    from ..suite import load_suite
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ...sweep.suite import load_suite
 
     suite = load_suite(args.suite)
     if args.run:
-        from ..cli import main as cli
+        from ...cli import main as cli
 
         command = ["run", "--suite", args.suite, "--tracking-uri", args.tracking_uri,
                    "--results-dir", args.results_dir]

@@ -4,15 +4,13 @@ driver, resumable by trial key."""
 from __future__ import annotations
 
 import json
-import logging
-import os
-import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from . import trial_files
+from .ray_cluster import resolve_storage_path, start_ray
 from .suite import Suite, expand_trials, split_hyperparameters, train_config, trial_key
 from .tracking import TrialLogger, connect, experiment_id, final_metrics, finished_results
 
@@ -33,8 +31,8 @@ def tune_trainable(config: dict[str, Any], finished: dict[str, dict], data_dir: 
     import torch
     from ray import tune
 
-    from .memory import release_accelerator_memory
-    from .train import run_trial
+    from ..trial.loop import run_trial
+    from ..trial.memory import release_accelerator_memory
 
     trial = concrete_trial(config)
     key = trial_key(trial)
@@ -65,7 +63,8 @@ def tune_trainable(config: dict[str, Any], finished: dict[str, dict], data_dir: 
 
 # -- on the driver ----------------------------------------------------------------------------
 
-def _make_callback(client, exp_id: str, suite: Suite, total: int, finished: dict):
+def _make_callback(client, exp_id: str, suite: Suite, total: int, finished: dict,
+                   trial_folder: Path, command: list[str] | None):
     from ray.tune import Callback
 
     class SuiteCallback(Callback):
@@ -73,6 +72,8 @@ def _make_callback(client, exp_id: str, suite: Suite, total: int, finished: dict
 
         def __init__(self):
             self.loggers: dict[str, TrialLogger] = {}
+            self.run = trial_files.run_info(command)
+            self.suite_meta = {"name": suite.name, "focus": suite.focus}
             self.done = self.failed = self.skipped = 0
             self.running: set[str] = set()
             self.most_running = 1  # the parallelism seen so far, for the time estimate
@@ -107,7 +108,10 @@ def _make_callback(client, exp_id: str, suite: Suite, total: int, finished: dict
                 self.skipped += 1
                 outcome = "already finished"
             elif last.get("trial_finished"):  # Tune's own "done" key means something else
-                self._logger(trial).finish(json.loads(last["result_json"]))
+                result = json.loads(last["result_json"])
+                self._logger(trial).finish(result)
+                trial_files.write_trial_file(trial_folder, concrete_trial(trial.config),
+                                             "FINISHED", self.run, self.suite_meta, result=result)
                 self.done += 1
                 self.durations.append(time.time() - self.started.get(trial.trial_id, self.t0))
                 outcome = f"test macro F1 {last.get('test_macro_f1', float('nan')):.3f}"
@@ -121,6 +125,8 @@ def _make_callback(client, exp_id: str, suite: Suite, total: int, finished: dict
             self.running.discard(trial.trial_id)
             message = (trial.last_result or {}).get("error") or _error_text(trial)
             self._logger(trial).fail(message)
+            trial_files.write_trial_file(trial_folder, concrete_trial(trial.config), "FAILED",
+                                         self.run, self.suite_meta, error=message)
             self.failed += 1
             self._progress(trial, f"FAILED ({message[:120]})")
 
@@ -154,38 +160,6 @@ def _error_text(trial) -> str:
     return lines[-1] if lines else "trial failed (no error message)"
 
 
-def _check_address(address: str) -> None:
-    if address == "auto":
-        return
-    host, _, port = address.replace("ray://", "").rpartition(":")
-    try:
-        socket.create_connection((host or "127.0.0.1", int(port)), timeout=3).close()
-    except (OSError, ValueError):
-        raise UserError(f"cannot reach a Ray cluster at {address}") from None
-
-
-def start_ray(address: str | None):
-    import ray
-
-    if ray.is_initialized():
-        return False
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    kwargs = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
-                  configure_logging=True)
-    address = address or os.environ.get("RAY_ADDRESS")  # set inside `ray job submit`
-    if address:
-        _check_address(address)
-        try:
-            ray.init(address=address, **kwargs)
-        except Exception as error:
-            raise UserError(f"cannot join the Ray cluster at {address}: {' '.join(str(error).split())[:200]}") from None
-    else:
-        ray.init(num_cpus=os.cpu_count(), **kwargs)
-    return True
-
-
 def print_plan(suite: Suite, trials: list[dict[str, Any]], out=None) -> None:
     out = out or sys.stdout
     r = suite.resources
@@ -211,8 +185,10 @@ def print_plan(suite: Suite, trials: list[dict[str, Any]], out=None) -> None:
 
 
 def run_suite(suite: Suite, tracking_uri: str, address: str | None = None,
-              storage_path: str | None = None, data_dir: str | None = None) -> int:
-    """Run every trial not already finished; returns the number of failed trials."""
+              storage_path: str | None = None, data_dir: str | None = None,
+              results_dir: str | Path = "results", command: list[str] | None = None) -> int:
+    """Run every trial not already finished; returns the number of failed trials. Each
+    trial that ends also writes its file under results_dir/<suite>/trials/."""
     from ray import tune
 
     trials = expand_trials(suite)
@@ -237,7 +213,8 @@ def run_suite(suite: Suite, tracking_uri: str, address: str | None = None,
                                  workers=workers, storage_path=storage),
             trial_resources)
         total = len(trials) * (int(suite.search.get("num_samples", 1)) if suite.algorithm == "optuna" else 1)
-        callback = _make_callback(client, exp_id, suite, total, finished)
+        callback = _make_callback(client, exp_id, suite, total, finished,
+                                  trial_files.trials_dir(results_dir, suite.name), command)
         for param_space, search_alg, num_samples in _tuner_runs(suite, trials):
             tuner = tune.Tuner(
                 trainable, param_space=param_space,
@@ -272,13 +249,6 @@ def _record_suite_run(client, exp_id: str, wall_time_s: float, callback) -> None
                        "last_run.parallel_trials": callback.most_running,
                        "last_run.ended": time.strftime("%Y-%m-%d %H:%M:%S")}.items():
         client.set_experiment_tag(exp_id, key, str(value))
-
-
-def resolve_storage_path(storage_path: str | None) -> str:
-    """Ray's storage path: an absolute local path (default results/ray); s3:// and gs://
-    pass as they are."""
-    storage = storage_path or "results/ray"
-    return storage if "://" in storage else str(Path(storage).resolve())
 
 
 def _tuner_runs(suite: Suite, trials: list[dict[str, Any]]):

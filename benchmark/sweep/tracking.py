@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from ..core.errors import UserError
+from .suite import config_key
+from .trial_files import git_state
 
 DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
 FINAL_METRICS = ("test_macro_f1", "test_accuracy", "test_macro_precision", "test_macro_recall",
@@ -80,19 +81,21 @@ def finished_results(client, exp_id: str) -> dict[str, dict[str, Any]]:
             for r in runs_of(client, exp_id, {"FINISHED"}) if "trial_key" in r.data.tags}
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=5, cwd=Path(__file__).parent).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def _flat_params(trial: dict[str, Any]) -> dict[str, str]:
+def trial_params(trial: dict[str, Any]) -> dict[str, str]:
+    """A trial's identity as flat MLflow params: task, strategy, model, seed, stage and the
+    searched values (hp.* training fields, opt.* strategy options)."""
     params = {k: str(trial[k]) for k in ("task", "strategy", "model", "seed")}
+    if trial.get("stage"):
+        params["stage"] = str(trial["stage"])
     params.update({f"hp.{k}": str(v) for k, v in trial["hyperparameters"].items()})
     params.update({f"opt.{k}": str(v) for k, v in trial["options"].items()})
     return params
+
+
+def config_params(result: dict[str, Any]) -> dict[str, str]:
+    """The trial's full training configuration as it ran (config.* params)."""
+    return {f"config.{k}": str(v) for k, v in result["config"].items()
+            if k not in ("task", "strategy", "model", "seed", "strategy_options")}
 
 
 def final_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -106,21 +109,26 @@ def final_metrics(result: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if v is not None}
 
 
-def _optional_tags(result: dict[str, Any], env: dict[str, Any]) -> list:
-    """Tags only some trials have: workers and ZeRO stage of a data-parallel trial, the
-    Ray node that ran the trial (rank 0's), and on an NVML
-    figure whether other processes shared the GPU (None: NVML could not tell)."""
-    from mlflow.entities import RunTag
-
-    tags = []
+def result_tags(result: dict[str, Any]) -> dict[str, str]:
+    """Where a finished trial ran: device, GPUs and memory source; and tags only some
+    trials have: workers and ZeRO stage of a data-parallel trial, the Ray node that ran
+    the trial (rank 0's), and on an NVML figure whether other processes shared the GPU
+    (unknown: NVML could not tell)."""
+    env = result.get("environment", {})
+    tags = {"device": str(env.get("device")),
+            # The memory sampler's GPU count (distinct UUIDs over all workers) wins over
+            # the environment's, which is one worker's view.
+            "gpu": f"{result.get('gpu_count', env.get('gpu_count', 0))} x "
+                   f"{result.get('gpu_name', env.get('gpu_name', '-'))}",
+            "memory_source": str(result.get("memory_source"))}
     if env.get("world_size", 1) > 1 or env.get("deepspeed", "none") != "none":
-        tags.append(RunTag("workers", str(env.get("world_size", 1))))
-        tags.append(RunTag("deepspeed", str(env.get("deepspeed"))))
+        tags["workers"] = str(env.get("world_size", 1))
+        tags["deepspeed"] = str(env.get("deepspeed"))
     if env.get("ray_node_id"):
-        tags.append(RunTag("ray_node_id", str(env["ray_node_id"])))
+        tags["ray_node_id"] = str(env["ray_node_id"])
     if "memory_shared_device" in result:
         shared = result["memory_shared_device"]
-        tags.append(RunTag("memory_shared_device", "unknown" if shared is None else str(shared).lower()))
+        tags["memory_shared_device"] = "unknown" if shared is None else str(shared).lower()
     return tags
 
 
@@ -129,7 +137,7 @@ class TrialLogger:
 
     def __init__(self, client, exp_id: str, suite_name: str, trial: dict[str, Any],
                  key: str, ray_trial_id: str):
-        from mlflow.entities import Param, RunTag
+        from mlflow.entities import Param
 
         self.client = client
         # An earlier, interrupted attempt at the same trial is replaced, not duplicated.
@@ -138,10 +146,13 @@ class TrialLogger:
                 client.delete_run(old.info.run_id)
         name = f"{trial['task']}/{trial['strategy']}/s{trial['seed']}"
         tags = {"suite": suite_name, "trial_key": key, "config_key": config_key(trial),
-                "ray_trial_id": ray_trial_id, "git_commit": git_commit(), "mlflow.runName": name}
+                "ray_trial_id": ray_trial_id, "git_commit": git_state()["git_commit"],
+                "mlflow.runName": name}
+        if trial.get("stage"):
+            tags["stage"] = str(trial["stage"])
         run = client.create_run(exp_id, tags=tags, run_name=name)
         self.run_id = run.info.run_id
-        client.log_batch(self.run_id, params=[Param(k, v) for k, v in _flat_params(trial).items()])
+        client.log_batch(self.run_id, params=[Param(k, v) for k, v in trial_params(trial).items()])
 
     def log_eval(self, step: int, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric
@@ -156,19 +167,11 @@ class TrialLogger:
         import time
 
         now = int(time.time() * 1000)
-        env = result.get("environment", {})
         self.client.log_batch(
             self.run_id,
             metrics=[Metric(k, v, now, int(result["best_step"])) for k, v in final_metrics(result).items()],
-            params=[Param(f"config.{k}", str(v)) for k, v in result["config"].items()
-                    if k not in ("task", "strategy", "model", "seed", "strategy_options")],
-            tags=[RunTag("device", str(env.get("device"))),
-                  # The memory sampler's GPU count (distinct UUIDs over all workers) wins
-                  # over the environment's, which is one worker's view.
-                  RunTag("gpu", f"{result.get('gpu_count', env.get('gpu_count', 0))} x "
-                                f"{result.get('gpu_name', env.get('gpu_name', '-'))}"),
-                  RunTag("memory_source", str(result.get("memory_source"))),
-                  *_optional_tags(result, env)])
+            params=[Param(k, v) for k, v in config_params(result).items()],
+            tags=[RunTag(k, v) for k, v in result_tags(result).items()])
         self.client.log_text(self.run_id, json.dumps(result, indent=1), "result.json")
         self.client.log_text(self.run_id, json.dumps(result.get("selection_trace", [])),
                              "selection_trace.json")
@@ -183,9 +186,3 @@ class TrialLogger:
         self.client.set_tag(self.run_id, "stopped_early", "true")
         self.client.set_terminated(self.run_id, "KILLED")
 
-
-def config_key(trial: dict[str, Any]) -> str:
-    """Identity of a hyperparameter configuration across seeds (leaderboard grouping)."""
-    from .suite import trial_key
-
-    return trial_key({k: v for k, v in trial.items() if k != "seed"})

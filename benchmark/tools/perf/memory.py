@@ -9,7 +9,7 @@
    or never (`drop`). The figures are bytes of AdamW state and of gradients, beside what
    full fine-tuning holds.
 
-    python -m benchmark.perf.memory --model minilm --steps 20
+    python -m benchmark.tools.perf.memory --model minilm --steps 20
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from pathlib import Path
 
 from strategies import get_strategy
 
-from ..train import resolve_device
+from ...trial.config import resolve_device
+from ...trial.models import DEFAULT_MODEL
 from .common import base_parser, encoded_task, fixed_batches, machine, prepared, run_main, table, timed_steps
 
-STRATEGIES = ("full-ft", "lora", "lisa", "random-layers", "ir-tuning")
 MIB = 1024 * 1024
 
 
 def strategy_peaks(model: str, task: str, data_dir, steps: int, batch_size: int, device: str,
-                   strategies=STRATEGIES) -> list[dict]:
+                   strategies: list[str]) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in strategies:
@@ -97,16 +97,23 @@ def frozen_block_state(model: str, task_name: str, data_dir, steps: int, batch_s
             "full_ft_grad_mb": block_param_bytes / MIB}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser():
     parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
-    args = parser.parse_args(argv)
+    parser.add_argument("--strategies", nargs="+", default=None,
+                        help="default: every registered strategy")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from strategies import STRATEGIES
+
+    args = build_parser().parse_args(argv)
     device = resolve_device(args.device)
     print(f"Memory: {args.model} on {args.task}, batch {args.batch_size}, {args.steps} steps; {machine()}")
     peaks = strategy_peaks(args.model, args.task, args.data_dir, args.steps, args.batch_size,
-                           device, args.strategies)
+                           device, args.strategies or STRATEGIES.names())
     full = next((r["peak_mb"] for r in peaks if r["strategy"] == "full-ft"), None)
     print(table(["strategy", f"peak memory (MiB, {peaks[0]['source']})", "vs full-ft",
                  "torch allocator peak (MiB)", "trainable share"],

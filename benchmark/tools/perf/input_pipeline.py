@@ -9,14 +9,15 @@ full-ft then trains from the same weights on `--steps` batches spread evenly ove
 epoch (the length-grouped sampler puts its longest batch first, so the first batches alone
 would mislead). Samples per second = samples / (training time + their share of loading).
 
-    python -m benchmark.perf.input_pipeline --model minilm --steps 40
+    python -m benchmark.tools.perf.input_pipeline --model minilm --steps 40
 """
 
 from __future__ import annotations
 
 import time
 
-from ..train import resolve_device
+from ...trial.config import resolve_device
+from ...trial.models import DEFAULT_MODEL
 from .common import base_parser, encoded_task, machine, prepared, run_main, table
 
 REFERENCE_LENGTH = 256
@@ -26,7 +27,7 @@ def loaders(encoded, tokenizer, batch_size: int, seed: int = 0) -> dict:
     import torch
     from transformers import DataCollatorWithPadding
 
-    from .. import data
+    from ...trial import data
 
     train = encoded["train"]
     columns = [c for c in data.MODEL_COLUMNS if c in train.column_names]
@@ -49,7 +50,7 @@ def measure(model_name: str, task_name: str, data_dir, steps: int, batch_size: i
             device: str) -> list[dict]:
     from strategies import get_strategy
 
-    from ..train import optimizer_step
+    from ...trial.step import optimizer_step
 
     task, tokenizer, encoded = encoded_task(model_name, task_name, data_dir, REFERENCE_LENGTH)
     results = []
@@ -78,11 +79,15 @@ def measure(model_name: str, task_name: str, data_dir, steps: int, batch_size: i
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser():
     parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--steps", type=int, default=40)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     results = measure(args.model, args.task, args.data_dir, args.steps, args.batch_size,
                       resolve_device(args.device))
     suite = results[0]["samples_per_s"]

@@ -1,9 +1,9 @@
 """`python -m benchmark report --suite S`: results/<suite>/report.md, the reproduction report.
 
 It holds the leaderboard (with its significance column) and plots, test F1 per class, which
-blocks IR-Tuning trained (heatmap and frequency per block), IR-Tuning's paired tests against
-every other strategy, and the suite's settings beside the reference implementation's.
-Everything is read from MLflow, like the leaderboard.
+blocks the suite's focus strategy trained (heatmap and frequency per block), its paired
+tests against every other strategy, and the suite's settings beside the IR-Tuning
+reference implementation's. Everything is read from run records, like the leaderboard.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 from . import leaderboard
+from .plots import focus_slug, save
+from .runs import RunRecord, RunSource
 
 # The IR-Tuning reference code's training setup (docs/ir-tuning.md), for the comparison table.
 REFERENCE_SETTINGS = {
@@ -32,16 +34,20 @@ REFERENCE_SETTINGS = {
 }
 
 
-def render_report(suite: str, tracking_uri: str, results_dir: Path = Path("results")) -> Path:
-    """Write the leaderboard files and report.md under results_dir/<suite>; return report.md."""
-    client, board = leaderboard.open_board(suite, tracking_uri)
-    board_md = leaderboard.write_board(suite, client, board, tracking_uri, results_dir)
+def render_report(suite: str, records: list[RunRecord], source: RunSource,
+                  results_dir: Path = Path("results"), focus: str | None = None) -> Path:
+    """Write the leaderboard files and report.md under results_dir/<suite>; return report.md.
+    `focus` is the suite's focus strategy (its selection and paired tests get sections)."""
+    board = leaderboard.collect(records)
+    board_md = leaderboard.write_board(suite, board, source, results_dir, focus)
     out_dir = results_dir / Path(suite).stem
-    traces = _ir_tuning_traces(client, board)
-    frequency_plot = _write_frequency_plot(traces, out_dir)
-    plots = ["f1_vs_memory.png", "dev_f1_curves.png", "ir_tuning_selection.png"]
+    title = _title(focus)
+    traces = _focus_traces(board, focus)
+    frequency_plot = _write_frequency_plot(traces, out_dir, focus)
+    plots = ["f1_vs_memory.png", "dev_f1_curves.png",
+             *([f"{focus_slug(focus)}_selection.png"] if focus else [])]
     lines = [f"# Report: suite `{suite}`", "",
-             f"Written {time.strftime('%Y-%m-%d %H:%M')} from MLflow `{tracking_uri}` by "
+             f"Written {time.strftime('%Y-%m-%d %H:%M')} from {source.describe()} by "
              f"`python -m benchmark report --suite {suite}`.", "",
              "## Leaderboard", "", *_demote(board_md), "",
              "## Plots", "",
@@ -49,15 +55,24 @@ def render_report(suite: str, tracking_uri: str, results_dir: Path = Path("resul
              "## Test F1 per class", "",
              "Mean over seeds of each strategy's chosen configuration.", "",
              *_per_class_tables(board),
-             "## IR-Tuning: which blocks it trained", "",
-             *_selection_section(traces, frequency_plot),
-             "## IR-Tuning against every other strategy", "",
-             *_ir_tuning_tests(client, board),
+             f"## {title}: which blocks it trained", "",
+             *_selection_section(traces, frequency_plot, focus),
+             f"## {title} against every other strategy", "",
+             *_focus_tests(board, focus),
              "## Settings beside the reference implementation", "",
-             *_settings_table(client, board), ""]
+             *_settings_table(board, focus), ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _title(focus: str | None) -> str:
+    """The focus strategy's display name (its class's `title`, e.g. IR-Tuning)."""
+    if not focus:
+        return "Focus strategy"
+    from strategies import STRATEGIES
+
+    return (STRATEGIES.get(focus).title or focus) if focus in STRATEGIES else focus
 
 
 def _demote(markdown: str) -> list[str]:
@@ -70,7 +85,7 @@ def _per_class_tables(board) -> list[str]:
     lines = []
     for task, entries in board.items():
         classes = sorted({k[len("test_f1."):] for e in entries for r in e.runs
-                          for k in r.data.metrics if k.startswith("test_f1.")})
+                          for k in r.metrics if k.startswith("test_f1.")})
         if not classes:
             continue
         lines += [f"### {task}", "", "| strategy | " + " | ".join(classes) + " |",
@@ -91,13 +106,14 @@ def selection_frequency(traces: list[list[str]]) -> list[float]:
     return [sum(row[i] == "1" for row in rows) / len(rows) for i in range(len(rows[0]))]
 
 
-def _ir_tuning_traces(client, board) -> dict[str, list[list[str]]]:
-    return {task: [t for t in (leaderboard.selection_trace(client, r.info.run_id) for r in e.runs) if t]
+def _focus_traces(board, focus: str | None) -> dict[str, list[list[str]]]:
+    return {task: [t for t in (r.selection_trace() for r in e.runs) if t]
             for task, entries in board.items() for e in entries
-            if e.strategy == "ir-tuning" and e.runs}
+            if focus and e.strategy == focus and e.runs}
 
 
-def _write_frequency_plot(traces: dict[str, list[list[str]]], out_dir: Path) -> str | None:
+def _write_frequency_plot(traces: dict[str, list[list[str]]], out_dir: Path,
+                          focus: str | None) -> str | None:
     frequencies = {task: selection_frequency(t) for task, t in traces.items()}
     frequencies = {task: f for task, f in frequencies.items() if f}
     if not frequencies:
@@ -111,20 +127,23 @@ def _write_frequency_plot(traces: dict[str, list[list[str]]], out_dir: Path) -> 
                              squeeze=False)
     for ax, (task, frequency) in zip(axes[:, 0], frequencies.items()):
         ax.bar(range(len(frequency)), [100 * f for f in frequency], color="0.3")
-        ax.set(title=f"IR-Tuning: share of steps each block trained ({task})",
+        ax.set(title=f"{_title(focus)}: share of steps each block trained ({task})",
                xlabel="block", ylabel="% of steps", ylim=(0, 100))
-    leaderboard._save(fig, out_dir / "ir_tuning_frequency.png")
-    return "ir_tuning_frequency.png"
+    name = f"{focus_slug(focus)}_frequency.png"
+    save(fig, out_dir / name)
+    return name
 
 
-def _selection_section(traces: dict[str, list[list[str]]], frequency_plot: str | None) -> list[str]:
+def _selection_section(traces: dict[str, list[list[str]]], frequency_plot: str | None,
+                       focus: str | None) -> list[str]:
+    title = _title(focus)
     if not any(traces.values()):
-        return ["No IR-Tuning runs with a selection trace.", ""]
+        return [f"No {title} runs with a selection trace.", ""]
     lines = ["The heatmap shows the first seed's run (dark: trained at that step); the table "
              "pools every seed of the chosen configuration.", "",
-             "![IR-Tuning selection](ir_tuning_selection.png)", ""]
+             f"![{title} selection]({focus_slug(focus)}_selection.png)", ""]
     if frequency_plot:
-        lines += [f"![IR-Tuning selection frequency]({frequency_plot})", ""]
+        lines += [f"![{title} selection frequency]({frequency_plot})", ""]
     for task, task_traces in traces.items():
         frequency = selection_frequency(task_traces)
         if not frequency:
@@ -140,45 +159,46 @@ def _selection_section(traces: dict[str, list[list[str]]], frequency_plot: str |
     return lines
 
 
-def _ir_tuning_tests(client, board) -> list[str]:
-    lines = ["Gap = IR-Tuning's seed-mean test macro F1 minus the other's; p = share of paired "
+def _focus_tests(board, focus: str | None) -> list[str]:
+    t = _title(focus)
+    lines = [f"Gap = {t}'s seed-mean test macro F1 minus the other's; p = share of paired "
              "bootstrap resamples of the test set in which the other strategy scored at least "
-             "as well as IR-Tuning (small p: IR-Tuning's lead does not hinge on the test "
+             f"as well as {t} (small p: {t}'s lead does not hinge on the test "
              "examples; p near 1: the other strategy is ahead). Seeds won: seeds on which "
-             "IR-Tuning alone scored higher. A verdict needs both: p < 0.05 (or > 0.95) and "
+             f"{t} alone scored higher. A verdict needs both: p < 0.05 (or > 0.95) and "
              "every seed going the same way.", "",
-             "| task | other strategy | gap | p | seeds won by IR-Tuning | verdict |",
+             f"| task | other strategy | gap | p | seeds won by {t} | verdict |",
              "|---|---|---|---|---|---|"]
     rows = 0
     for task, entries in board.items():
-        ir = next((e for e in entries if e.strategy == "ir-tuning" and e.runs), None)
+        ir = next((e for e in entries if focus and e.strategy == focus and e.runs), None)
         if ir is None:
             continue
-        ir_predictions = leaderboard.seed_predictions(client, ir)
+        ir_predictions = leaderboard.seed_predictions(ir)
         for e in entries:
             if e is ir or not e.runs:
                 continue
-            test = leaderboard.compare(ir_predictions, leaderboard.seed_predictions(client, e))
+            test = leaderboard.compare(ir_predictions, leaderboard.seed_predictions(e))
             if test is None:
                 lines.append(f"| {task} | {e.strategy} | – | – | – | no paired test predictions |")
                 continue
             won, seeds = test["seeds_won"], test["seeds"]
-            verdict = ("IR-Tuning better" if test["p_value"] < 0.05 and won == seeds else
+            verdict = (f"{t} better" if test["p_value"] < 0.05 and won == seeds else
                        f"{e.strategy} better" if test["p_value"] > 0.95 and test["seeds_lost"] == seeds
                        else "no clear gap")
             lines.append(f"| {task} | {e.strategy} | {test['gap']:+.3f} | {test['p_value']:.3f} "
                          f"| {won}/{seeds} | {verdict} |")
             rows += 1
-    return lines + [""] if rows or len(lines) > 4 else ["No IR-Tuning runs to compare.", ""]
+    return lines + [""] if rows or len(lines) > 4 else [f"No {t} runs to compare.", ""]
 
 
-def _settings_table(client, board) -> list[str]:
+def _settings_table(board, focus: str | None) -> list[str]:
     ir = next((e for entries in board.values() for e in entries
-               if e.strategy == "ir-tuning" and e.runs), None)
+               if focus and e.strategy == focus and e.runs), None)
     if ir is None:
-        return ["No IR-Tuning run to compare with the reference settings.", ""]
-    params = ir.runs[0].data.params
-    result = leaderboard.run_result(client, ir.runs[0].info.run_id)
+        return [f"No {_title(focus)} run to compare with the reference settings.", ""]
+    params = ir.runs[0].params
+    result = ir.runs[0].result()
     train_rows = result.get("sizes", {}).get("train")
     steps, batch = int(params.get("config.max_steps", 0)), int(params.get("config.batch_size", 0))
     epochs = f" ({steps * batch / train_rows:.2f} epoch of {ir.task})" if train_rows else ""
@@ -196,11 +216,11 @@ def _settings_table(client, board) -> list[str]:
         "batch size": str(batch),
         "max length / padding": f"{params.get('config.max_length', '?')}, padded per batch to its longest",
         "precision": params.get("config.precision", "?"),
-        "seeds": ", ".join(sorted({r.data.params.get("seed", "?") for r in ir.runs})),
+        "seeds": ", ".join(sorted({r.params.get("seed", "?") for r in ir.runs})),
         "classification head": "trained at every step",
         "which test score is reported": "test once, at the best dev step",
         "gradient norms": "summed on the device, read once per step",
     }
-    return ["| setting | reference (IR-Tuning code) | this suite (IR-Tuning's chosen run) |",
+    return [f"| setting | reference (IR-Tuning code) | this suite ({_title(focus)}'s chosen run) |",
             "|---|---|---|",
             *[f"| {k} | {v} | {ours[k]} |" for k, v in REFERENCE_SETTINGS.items()], ""]

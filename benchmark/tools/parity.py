@@ -1,7 +1,7 @@
 """Data-parallel parity check: the same global batches through N Ray Train workers (with
 DeepSpeed ZeRO or plain all-reduce) and through one plain process, for every strategy.
 
-    python -m benchmark.parity --workers 2 --deepspeed zero2
+    python -m benchmark.tools.parity --workers 2 --deepspeed zero2
 
 prints, per strategy, the loss of each step both ways and checks on every worker that the
 blocks whose weights changed are exactly the blocks the strategy selected (weight decay
@@ -19,18 +19,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .distributed import DEEPSPEED_CHOICES
-from .errors import UserError
+from ..core.errors import UserError
+from ..trial.backends import DEEPSPEED_CHOICES
 
-# The strategies with options that keep runs comparable: no dropout (a worker's dropout
-# masks differ from a single process's), small LoRA, LISA re-sampling every 2 steps.
-STRATEGIES: dict[str, dict[str, Any]] = {
-    "full-ft": {},
-    "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
-    "lisa": {"gamma": 2, "interval": 2},
-    "random-layers": {"k": 2, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0},
-    "ir-tuning": {"lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0},
-}
 GLOBAL_BATCH = 8
 STEPS = 4
 LEARNING_RATE = 1e-2
@@ -52,35 +43,37 @@ def _batches(tokenizer, steps: int = STEPS, batch_size: int = GLOBAL_BATCH):
     return batches
 
 
+def parity_strategies(deepspeed: str = "zero2") -> dict[str, dict[str, Any]]:
+    """Every strategy that runs under this ZeRO stage, with its `tiny_options`: no dropout
+    (a worker's dropout masks differ from a single process's) and small adapters."""
+    from strategies import STRATEGIES
+
+    stage = int(deepspeed.removeprefix("zero")) if deepspeed != "none" else None
+    return {name: dict(cls.tiny_options) for name, cls in STRATEGIES.items()
+            if stage is None or stage in cls.zero_stages}
+
+
 def run_strategy(strategy_name: str, options: dict[str, Any], deepspeed: str,
                  steps: int = STEPS) -> dict[str, Any]:
     """Train `steps` steps in this process (one worker of many, or alone); returns the
     global loss, the selection and the changed blocks of each step."""
     import torch
 
-    from strategies import get_strategy
-
-    from .distributed import make_backend
-    from .models import load_model
-    from .train import TrainConfig, optimizer_step, setup_optimization
+    from ..trial.build import build_trial
+    from ..trial.config import TrainConfig
 
     config = TrainConfig(strategy=strategy_name, strategy_options=options, model="tiny-llama",
                          max_steps=steps, batch_size=GLOBAL_BATCH, weight_decay=WEIGHT_DECAY,
-                         warmup_steps=0, deepspeed=deepspeed, device="cpu", precision="fp32")
-    backend = make_backend(deepspeed, "cpu", "fp32")
-    backend.check_batch(GLOBAL_BATCH)
-    model, tokenizer = load_model("tiny-llama", num_labels=3, seed=0)
-    strategy = get_strategy(strategy_name, options, seed=0)
-    model = strategy.prepare(model)
-    blocks = strategy.parts.blocks
-    model, optimizer, scheduler = setup_optimization(model, strategy, backend, config,
-                                                      LEARNING_RATE, warmup=0)
+                         lr=LEARNING_RATE, warmup_steps=0, deepspeed=deepspeed, device="cpu",
+                         precision="fp32")
+    trial = build_trial(config, num_labels=3, with_data=False)
+    backend, blocks = trial.backend, trial.strategy.parts.blocks
+    strategy = trial.strategy
     losses, selected, changed = [], [], []
     weights = lambda: [backend.snapshot(list(block.parameters())) for block in blocks]
-    for step, batch in enumerate(_batches(tokenizer, steps)):
+    for step, batch in enumerate(_batches(trial.tokenizer, steps)):
         before = weights()  # gathered: ZeRO-3 partitions the parameters
-        loss = optimizer_step(model, strategy, optimizer, [batch], step, backend=backend)
-        scheduler.step()
+        loss = trial.train_step([batch], step)
         losses.append(backend.mean(loss).item())
         selected.append(sorted(strategy.selection_trace[-1]) if strategy.selection_trace
                         else list(range(len(blocks))))
@@ -96,7 +89,8 @@ def _worker(loop_config: dict[str, Any]) -> None:
     import torch
 
     torch.set_num_threads(1)
-    out = {name: run_strategy(name, STRATEGIES[name], loop_config["deepspeed"])
+    options = parity_strategies(loop_config["deepspeed"])
+    out = {name: run_strategy(name, options[name], loop_config["deepspeed"])
            for name in loop_config["strategies"]}
     rank = ray.train.get_context().get_world_rank()
     Path(loop_config["out_dir"], f"rank{rank}.json").write_text(json.dumps(out))
@@ -108,12 +102,13 @@ def run_parity(workers: int = 2, deepspeed: str = "zero2",
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from .runner import start_ray
+    from ..sweep.ray_cluster import start_ray
 
-    strategies = list(strategies or STRATEGIES)
-    unknown = sorted(set(strategies) - set(STRATEGIES))
+    known = parity_strategies(deepspeed)
+    strategies = list(strategies or known)
+    unknown = sorted(set(strategies) - set(known))
     if unknown:
-        raise UserError(f"unknown strategy {unknown[0]!r}; known: {', '.join(STRATEGIES)}")
+        raise UserError(f"unknown strategy {unknown[0]!r}; known: {', '.join(known)}")
     started = start_ray(None)
     try:
         with tempfile.TemporaryDirectory() as folder:
@@ -130,7 +125,7 @@ def run_parity(workers: int = 2, deepspeed: str = "zero2",
             import ray
 
             ray.shutdown()
-    single = {name: run_strategy(name, STRATEGIES[name], "none") for name in strategies}
+    single = {name: run_strategy(name, known[name], "none") for name in strategies}
     return {"workers": ranks, "single": single}
 
 
@@ -157,14 +152,20 @@ def report(parity: dict[str, Any], tolerance: float) -> tuple[str, list[str]]:
     return "\n".join(lines), problems
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.parity", description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.tools.parity",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--deepspeed", choices=DEEPSPEED_CHOICES, default="zero2")
-    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), metavar="NAME")
+    parser.add_argument("--strategies", nargs="+", default=None, metavar="NAME",
+                        help="default: every strategy that runs under ZeRO")
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="largest relative loss difference accepted")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         parity = run_parity(args.workers, args.deepspeed, args.strategies)
         table, problems = report(parity, args.tolerance)

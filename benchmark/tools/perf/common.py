@@ -32,7 +32,7 @@ def encoded_task(model_name: str, task_name: str, data_dir: str | None, max_leng
     """(task, tokenizer, tokenized splits) through the suite's own cached pipeline."""
     import tasks
 
-    from .. import data, models
+    from ...trial import data, models
 
     task = tasks.get_task(task_name)
     raw = task.load(str(tasks.resolve_data_dir(data_dir)))
@@ -44,7 +44,7 @@ def encoded_task(model_name: str, task_name: str, data_dir: str | None, max_leng
 
 def fixed_batches(encoded, tokenizer, batch_size: int, count: int, seed: int = 0) -> list[dict]:
     """`count` training batches, drawn once, so every variant trains on the same ones."""
-    from .. import data
+    from ...trial import data
 
     loader = data.make_loader(encoded["train"], tokenizer, batch_size, shuffle=True, seed=seed)
     batches = []
@@ -57,18 +57,15 @@ def fixed_batches(encoded, tokenizer, batch_size: int, count: int, seed: int = 0
 
 
 def prepared(model_name: str, num_labels: int, strategy, device: str, lr: float, steps: int):
-    """A fresh, seeded model prepared by `strategy`, its optimizer and scheduler."""
-    from .. import models
-    from ..distributed import LocalBackend
-    from ..train import TrainConfig, setup_optimization
+    """A fresh, seeded model prepared by `strategy` (an instance, so a script can bring its
+    own variant), its optimizer and scheduler: `build_trial` without data."""
+    from ...trial.build import build_trial
+    from ...trial.config import TrainConfig
 
-    model, _ = models.load_model(model_name, num_labels, seed=0)
-    model.to(device)
-    model = strategy.prepare(model)
-    config = TrainConfig(max_steps=steps, batch_size=1)
-    model, optimizer, scheduler = setup_optimization(model, strategy, LocalBackend(), config, lr,
-                                                     warmup=1)
-    return model, optimizer, scheduler
+    config = TrainConfig(model=model_name, strategy=strategy.name, max_steps=steps, batch_size=1,
+                         lr=lr, warmup_steps=1, device=device, precision="fp32")
+    trial = build_trial(config, num_labels=num_labels, with_data=False, strategy=strategy)
+    return trial.model, trial.optimizer, trial.scheduler
 
 
 def timed_steps(model, strategy, optimizer, scheduler, batches: list[dict], device: str,
@@ -76,7 +73,7 @@ def timed_steps(model, strategy, optimizer, scheduler, batches: list[dict], devi
     """Seconds per optimizer step (the device synchronised at each step's end)."""
     import torch
 
-    from ..train import optimizer_step
+    from ...trial.step import optimizer_step
 
     trainable = strategy.trainable_params()
     model.train()
@@ -107,7 +104,7 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def run_main(main: Callable[[list[str] | None], int]) -> None:
-    from ..errors import UserError
+    from ...core.errors import UserError
 
     try:
         sys.exit(main(None))

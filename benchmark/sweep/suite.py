@@ -11,6 +11,7 @@ and resources. Validated on load; `expand_trials` turns one into concrete trial 
       ir-tuning:
         options: {split_num: 1}                 # fixed strategy options
         search: {lr: [5.0e-4, 1.0e-3]}          # grid values, or {loguniform: [a, b]}, ...
+    focus: ir-tuning                            # the strategy the report looks into
     search: {algorithm: grid}                   # grid | random | optuna, num_samples, seed
     scheduler: null                             # or {type: asha, grace_period: 2}
     resources: {cpus_per_trial: 1, gpus_per_trial: 0, max_concurrent_trials: 2}
@@ -30,11 +31,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from ..core.errors import UserError
+from ..core.paths import absolute, looks_like_path
+from ..trial.models import DEFAULT_MODEL
 
-SUITES_DIR = Path(__file__).parent / "suites"
+SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
 TOP_KEYS = {"name", "description", "model", "tasks", "seeds", "budget", "strategies",
-            "search", "scheduler", "resources", "distributed", "notes"}
+            "search", "scheduler", "resources", "distributed", "notes", "focus"}
 STRATEGY_KEYS = {"options", "search"}
 SEARCH_KEYS = {"algorithm", "num_samples", "seed"}
 SCHEDULER_KEYS = {"type", "grace_period", "reduction_factor"}
@@ -43,6 +46,22 @@ DISTRIBUTED_KEYS = {"workers", "cpus_per_worker", "gpus_per_worker", "deepspeed"
 DISTRIBUTIONS = {"uniform", "loguniform", "choice", "randint", "grid"}
 # Trial fields that are not a TrainConfig field or a strategy option.
 RUN_ONLY_KEYS = {"task", "strategy", "seed", "model"}
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerResources:
+    """Ray Train workers of one data-parallel trial."""
+    workers: int = 1
+    cpus_per_worker: float = 1
+    gpus_per_worker: float = 0
+
+    def __post_init__(self):
+        if self.workers < 1:
+            raise UserError("workers must be at least 1")
+        if self.workers > 1 and 0 < self.gpus_per_worker < 1:
+            # Ray Train + NCCL on a shared GPU fails ("Duplicate GPU detected").
+            raise UserError("fractional GPUs suit single-process trials only: with several "
+                            "workers give each worker whole GPUs (gpus_per_worker >= 1)")
 
 
 @dataclasses.dataclass
@@ -59,14 +78,13 @@ class Suite:
     resources: dict[str, Any]
     path: Path
     distributed: dict[str, Any] | None = None  # workers, cpus/gpus_per_worker, deepspeed
+    focus: str | None = None  # the strategy whose selection and paired tests the report shows
 
     @property
-    def worker_resources(self):
+    def worker_resources(self) -> "WorkerResources | None":
         """Ray Train workers per trial, or None for single-process trials."""
         if not self.distributed:
             return None
-        from .ray_workers import WorkerResources
-
         return WorkerResources(int(self.distributed.get("workers", 1)),
                                float(self.distributed.get("cpus_per_worker", 1)),
                                float(self.distributed.get("gpus_per_worker", 0)))
@@ -124,37 +142,36 @@ def _check_keys(path: Path, where: str, values: dict, allowed: set[str]) -> None
 
 def _validate(raw: dict, path: Path) -> Suite:
     import tasks
-    from strategies import strategy_class, strategy_options
+    from strategies import STRATEGIES, canonical_options, option_names, strategy_options
 
-    from .train import TrainConfig
+    from ..trial.backends import DEEPSPEED_CHOICES
+    from ..trial.config import field_names
 
     _check_keys(path, "the suite", raw, TOP_KEYS)
     for key in ("name", "tasks", "strategies"):
         if key not in raw:
             raise UserError(f"{path}: missing key {key!r}")
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - RUN_ONLY_KEYS
+    train_fields = set(field_names()) - RUN_ONLY_KEYS
     budget = raw.get("budget") or {}
     _check_keys(path, "budget", budget, train_fields)
-    known_tasks = set(tasks.list_tasks())
     for task in raw["tasks"]:
-        if task not in known_tasks:
-            raise UserError(f"{path}: unknown task {task!r} in tasks; known: {', '.join(sorted(known_tasks))}")
+        if task not in tasks.TASKS:
+            raise UserError(f"{path}: {tasks.TASKS.unknown_message(task)} (in tasks)")
     strategies = {}
     for name, spec in (raw["strategies"] or {}).items():
-        try:
-            strategy_class(name)
-        except UserError:
-            raise UserError(f"{path}: unknown strategy {name!r} in strategies") from None
+        if name not in STRATEGIES:
+            raise UserError(f"{path}: {STRATEGIES.unknown_message(name)} (in strategies)")
         spec = spec or {}
         _check_keys(path, f"strategies.{name}", spec, STRATEGY_KEYS)
         options = spec.get("options") or {}
         search = spec.get("search") or {}
-        allowed = set(strategy_options(name)) | train_fields
-        _check_keys(path, f"strategies.{name}.options", options, set(strategy_options(name)))
-        _check_keys(path, f"strategies.{name}.search", search, allowed)
+        _check_keys(path, f"strategies.{name}.options", options, option_names(name))
+        _check_keys(path, f"strategies.{name}.search", search, option_names(name) | train_fields)
         for key, space in search.items():
             _check_space(path, f"strategies.{name}.search.{key}", space)
-        strategies[name] = {"options": options, "search": search}
+        # Old option names (e.g. lora's r, alpha) load under their current names.
+        strategies[name] = {"options": _canonical(path, name, options, canonical_options),
+                            "search": _canonical(path, name, search, canonical_options)}
     search = raw.get("search") or {}
     _check_keys(path, "search", search, SEARCH_KEYS)
     if search.get("algorithm", "grid") not in ("grid", "random", "optuna"):
@@ -171,24 +188,37 @@ def _validate(raw: dict, path: Path) -> Suite:
         _check_keys(path, "distributed", distributed, DISTRIBUTED_KEYS)
         if "deepspeed" in budget:
             raise UserError(f"{path}: give deepspeed in distributed, not in budget")
-        from .distributed import DEEPSPEED_CHOICES
-
         if distributed.get("deepspeed", "none") not in DEEPSPEED_CHOICES:
             raise UserError(f"{path}: distributed.deepspeed must be none, zero2 or zero3")
         # The ZeRO stage changes what a trial computes: it is part of every trial's config.
         budget = {**budget, "deepspeed": distributed.get("deepspeed", "none")}
+    focus = raw.get("focus")
+    if focus is not None and focus not in strategies:
+        raise UserError(f"{path}: focus {focus!r} is not one of the suite's strategies "
+                        f"({', '.join(strategies)})")
+    model = str(raw.get("model", DEFAULT_MODEL))
+    if looks_like_path(model):  # a local folder: resolved here, before trials run elsewhere
+        model = absolute(model)
     suite = Suite(name=str(raw["name"]), description=str(raw.get("description", "")),
-                  model=str(raw.get("model", "minilm")), tasks=list(raw["tasks"]),
+                  model=model, tasks=list(raw["tasks"]),
                   seeds=[int(s) for s in raw.get("seeds", [0])], budget=budget,
                   strategies=strategies, search=search, scheduler=scheduler,
                   resources={"cpus_per_trial": 1, "gpus_per_trial": 0, **resources}, path=path,
-                  distributed=distributed)
+                  distributed=distributed, focus=focus)
     try:
         suite.worker_resources  # bad worker counts or fractional GPUs per worker
         expand_trials(suite)  # every option and value must make a valid trial
     except UserError as error:
         raise UserError(f"{path}: {error}") from None
     return suite
+
+
+def _canonical(path: Path, strategy: str, values: dict, canonical_options) -> dict:
+    """Strategy option names made current; training fields (e.g. lr) pass unchanged."""
+    try:
+        return canonical_options(strategy, values)
+    except UserError as error:
+        raise UserError(f"{path}: {error}") from None
 
 
 def _check_space(path: Path, where: str, space: Any) -> None:
@@ -222,6 +252,11 @@ def trial_key(trial: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(trial, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def config_key(trial: dict[str, Any]) -> str:
+    """Identity of a hyperparameter configuration across seeds (leaderboard grouping)."""
+    return trial_key({k: v for k, v in trial.items() if k != "seed"})
+
+
 def split_hyperparameters(strategy: str, values: dict[str, Any]) -> tuple[dict, dict]:
     """(TrainConfig overrides, strategy options) from a flat dict of searched values."""
     from strategies import strategy_options
@@ -244,8 +279,8 @@ def expand_trials(suite: Suite) -> list[dict[str, Any]]:
 
     from strategies import get_strategy
 
-    from .distributed import check_zero_support
-    from .train import TrainConfig
+    from ..trial.backends import check_zero_support
+    from ..trial.config import TrainConfig
 
     trials = []
     rng = np.random.default_rng(suite.search.get("seed", 0))
@@ -294,7 +329,7 @@ def _search_points(search: dict[str, Any], algorithm: str, num_samples: int, rng
 
 def train_config(trial: dict[str, Any], data_dir: str | None = None):
     """The TrainConfig of one concrete trial."""
-    from .train import TrainConfig
+    from ..trial.config import TrainConfig
 
     return TrainConfig.from_dict({**trial["budget"], **trial["hyperparameters"],
                                   "task": trial["task"], "strategy": trial["strategy"],

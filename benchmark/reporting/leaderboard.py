@@ -1,20 +1,17 @@
-"""Leaderboards from MLflow (no side files): per task, each strategy's best hyperparameters
-by mean dev macro F1, then its test macro F1 mean ± std over seeds and its costs.
-Markdown to the terminal and `results/<suite>/leaderboard.md`; an HTML page with plots
-beside it."""
+"""Leaderboards: per task, each strategy's best hyperparameters by mean dev macro F1,
+then its test macro F1 mean ± std over seeds and its costs. Made from run records
+(`runs.py`: MLflow or committed trial files); Markdown to the terminal and
+`results/<suite>/leaderboard.md`, an HTML page with plots beside it."""
 
 from __future__ import annotations
 
 import html
-import json
 import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from .errors import UserError
-from .tracking import connect, runs_of
+from .runs import RunRecord, RunSource
 
 
 @dataclass
@@ -28,7 +25,7 @@ class Entry:
     configs_tried: int = 0
 
     def metric(self, name: str) -> list[float]:
-        return [r.data.metrics[name] for r in self.runs if name in r.data.metrics]
+        return [r.metrics[name] for r in self.runs if name in r.metrics]
 
     def mean(self, name: str) -> float | None:
         values = self.metric(name)
@@ -39,27 +36,25 @@ class Entry:
         return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def collect(client, exp_id: str) -> dict[str, list[Entry]]:
+def collect(records: list[RunRecord]) -> dict[str, list[Entry]]:
     """task -> entries ranked by test macro F1 (mean over seeds), failed-only last."""
-    runs = runs_of(client, exp_id)
-    by_strategy: dict[tuple[str, str], list] = {}
-    for run in runs:
-        p = run.data.params
-        if "task" in p and "strategy" in p:
-            by_strategy.setdefault((p["task"], p["strategy"]), []).append(run)
+    by_strategy: dict[tuple[str, str], list[RunRecord]] = {}
+    for run in records:
+        if run.task and run.strategy:
+            by_strategy.setdefault((run.task, run.strategy), []).append(run)
     board: dict[str, list[Entry]] = {}
     for (task, strategy), group in sorted(by_strategy.items()):
-        finished = [r for r in group if r.info.status == "FINISHED"]
-        failed = [r for r in group if r.info.status == "FAILED"]
+        finished = [r for r in group if r.status == "FINISHED"]
+        failed = [r for r in group if r.status == "FAILED"]
         configs: dict[str, list] = {}
         for r in finished:
-            configs.setdefault(r.data.tags.get("config_key", ""), []).append(r)
+            configs.setdefault(r.tags.get("config_key", ""), []).append(r)
         entry = Entry(task, strategy, {}, failed=failed, configs_tried=len(configs))
         if configs:
             best = max(configs.values(), key=lambda rs: statistics.fmean(
-                r.data.metrics.get("dev_best_macro_f1", 0.0) for r in rs))
-            entry.runs = sorted(best, key=lambda r: int(r.data.params.get("seed", 0)))
-            params = best[0].data.params
+                r.metrics.get("dev_best_macro_f1", 0.0) for r in rs))
+            entry.runs = sorted(best, key=lambda r: int(r.seed))
+            params = best[0].params
             entry.config = {k: v for k, v in params.items() if k.startswith(("hp.", "opt."))}
             if "hp.lr" not in params and "config.lr" in params:  # the strategy's default lr
                 entry.config["config.lr"] = params["config.lr"]
@@ -69,56 +64,57 @@ def collect(client, exp_id: str) -> dict[str, list[Entry]]:
     return board
 
 
-def artifact_json(client, run_id: str, name: str, missing: Any) -> Any:
-    """A run's JSON artifact, or `missing` when it has none (e.g. a failed run)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            return json.loads(Path(client.download_artifacts(run_id, name, tmp)).read_text())
-        except Exception:  # mlflow raises several types for a missing artifact
-            return missing
-
-
-def run_result(client, run_id: str) -> dict[str, Any]:
-    return artifact_json(client, run_id, "result.json", {})
-
-
-def seed_predictions(client, entry: Entry) -> dict[str, dict]:
-    """seed -> {"labels", "predicted", "classes"} of the entry's runs that saved test predictions
-    (runs from before predictions were kept have none)."""
+def seed_predictions(entry: Entry) -> dict[str, dict]:
+    """seed -> {"by_id": {example id: (label, predicted)}, "classes"} of the entry's runs that
+    saved test predictions (runs from before predictions were kept have none)."""
     by_seed = {}
     for r in entry.runs:
-        saved = run_result(client, r.info.run_id)
+        saved = r.result()
         if saved.get("test_predictions"):
-            by_seed[r.data.params.get("seed")] = {**saved["test_predictions"],
-                                                  "classes": len(saved["label_names"])}
+            by_seed[r.seed] = {"by_id": _by_id(saved["test_predictions"]),
+                               "classes": len(saved["label_names"])}
     return by_seed
 
 
+def _by_id(predictions: dict) -> dict[str, tuple[int, int]]:
+    """{example id: (label, predicted)}; results written before predictions were keyed by
+    id hold two lists in evaluation order, keyed here by position."""
+    if set(predictions) == {"labels", "predicted"}:
+        return {str(i): pair for i, pair in enumerate(zip(predictions["labels"],
+                                                          predictions["predicted"]))}
+    return {key: (value["label"], value["predicted"]) for key, value in predictions.items()}
+
+
 def compare(first: dict[str, dict], second: dict[str, dict]) -> dict | None:
-    """Paired bootstrap of `first` against `second` (both from seed_predictions) over their
-    common seeds; None when they share no seed or were not tested on the same examples."""
+    """Paired bootstrap of `first` against `second` (both from seed_predictions), example by
+    example (matched by id) over their common seeds; None when they share no seed or were
+    not tested on the same examples with the same labels."""
     from .significance import paired_bootstrap
 
     seeds = sorted(set(first) & set(second))
-    if not seeds or any(first[s]["labels"] != second[s]["labels"] for s in seeds):
+    if not seeds:
         return None
-    return paired_bootstrap(first[seeds[0]]["labels"], [first[s]["predicted"] for s in seeds],
-                            [second[s]["predicted"] for s in seeds],
+    ids = sorted(first[seeds[0]]["by_id"])
+    for s in seeds:
+        a, b = first[s]["by_id"], second[s]["by_id"]
+        if sorted(a) != ids or sorted(b) != ids or any(a[i][0] != b[i][0] for i in ids):
+            return None
+    labels = [first[seeds[0]]["by_id"][i][0] for i in ids]
+    return paired_bootstrap(labels, [[first[s]["by_id"][i][1] for i in ids] for s in seeds],
+                            [[second[s]["by_id"][i][1] for i in ids] for s in seeds],
                             num_classes=first[seeds[0]]["classes"])
 
 
-def significance(client, board: dict[str, list[Entry]]) -> dict[tuple[str, str], dict]:
+def significance(board: dict[str, list[Entry]]) -> dict[tuple[str, str], dict]:
     """(task, strategy) -> paired bootstrap of the task's leader against that strategy."""
     tests = {}
     for task, entries in board.items():
         ranked = [e for e in entries if e.runs]
         if not ranked:
             continue
-        leader = seed_predictions(client, ranked[0])
+        leader = seed_predictions(ranked[0])
         for e in ranked[1:]:
-            test = compare(leader, seed_predictions(client, e)) if leader else None
+            test = compare(leader, seed_predictions(e)) if leader else None
             if test is not None:
                 tests[(task, e.strategy)] = test
     return tests
@@ -136,11 +132,11 @@ def _p_cell(test: dict | None) -> str:
             + f" ({test['seeds_won']}/{test['seeds']})")
 
 
-def markdown(suite: str, board: dict[str, list[Entry]], source: str,
+def markdown(suite: str, board: dict[str, list[Entry]], source: RunSource,
              tests: dict[tuple[str, str], dict] | None = None) -> str:
     tests = tests or {}
     lines = [f"# Leaderboard: suite `{suite}`", "",
-             f"From MLflow `{source}`, {time.strftime('%Y-%m-%d %H:%M')}. Per task, each strategy's "
+             f"From {source.describe()}, {time.strftime('%Y-%m-%d %H:%M')}. Per task, each strategy's "
              "hyperparameters are the ones with the best mean dev macro F1; test figures are at "
              "each run's best dev step, mean ± std over seeds.", "",
              "p vs #1: paired bootstrap over the test examples (the same resamples for both "
@@ -150,8 +146,8 @@ def markdown(suite: str, board: dict[str, list[Entry]], source: str,
              "The resampling does not cover training randomness: (k/n) counts the seeds on "
              "which #1 alone scored higher; a gap is solid only with a small p and #1 ahead "
              "on every seed. – where no test predictions were saved.", ""]
-    commits = sorted({r.data.tags.get("git_commit", "?") for es in board.values() for e in es for r in e.runs})
-    devices = sorted({r.data.tags.get("device", "?") for es in board.values() for e in es for r in e.runs})
+    commits = sorted({r.tags.get("git_commit", "?") for es in board.values() for e in es for r in e.runs})
+    devices = sorted({r.tags.get("device", "?") for es in board.values() for e in es for r in e.runs})
     if commits:
         lines += [f"Commits: {', '.join(commits)}; devices: {', '.join(devices)}.", ""]
     lines += _model_lines(board)
@@ -163,7 +159,7 @@ def markdown(suite: str, board: dict[str, list[Entry]], source: str,
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for rank, e in enumerate(entries, 1):
             if not e.runs:
-                error = e.failed[0].data.tags.get("error", "failed") if e.failed else "no finished run"
+                error = e.failed[0].tags.get("error", "failed") if e.failed else "no finished run"
                 lines.append(f"| – | {e.strategy} | FAILED ({len(e.failed)} runs): "
                              f"{error[:80].replace('|', '/')} | | | | | | | | | |")
                 continue
@@ -184,76 +180,12 @@ def markdown(suite: str, board: dict[str, list[Entry]], source: str,
 
 def _model_lines(board: dict[str, list[Entry]]) -> list[str]:
     """Which model the figures are for; an alias carries its caveats (e.g. quantised weights)."""
-    from .models import MODEL_ALIASES
+    from ..trial.models import MODELS
 
-    models = sorted({r.data.params.get("model", "?") for es in board.values() for e in es
+    models = sorted({r.params.get("model", "?") for es in board.values() for e in es
                      for r in e.runs})
-    return [f"Model `{m}`" + (f": {MODEL_ALIASES[m].description}." if m in MODEL_ALIASES else ".")
+    return [f"Model `{m}`" + (f": {MODELS.get(m).description}." if m in MODELS else ".")
             for m in models] + ([""] if models else [])
-
-
-def write_plots(client, board: dict[str, list[Entry]], out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    tasks = list(board)
-    if not tasks:
-        return paths
-    # 1. test F1 against peak memory
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        for e in board[task]:
-            if e.runs:
-                ax.errorbar(e.mean("peak_memory_mb"), e.mean("test_macro_f1"),
-                            yerr=e.std("test_macro_f1"), fmt="o", capsize=3, label=e.strategy)
-        ax.set(title=task, xlabel="peak memory (MiB)", ylabel="test macro F1")
-        ax.legend(fontsize=8)
-    paths.append(_save(fig, out_dir / "f1_vs_memory.png"))
-    # 2. dev F1 over steps (first seed of each chosen configuration)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        for e in board[task]:
-            if e.runs:
-                history = client.get_metric_history(e.runs[0].info.run_id, "dev_macro_f1")
-                points = sorted((m.step, m.value) for m in history)
-                if points:
-                    ax.plot(*zip(*points), marker=".", label=e.strategy)
-        ax.set(title=task, xlabel="step", ylabel="dev macro F1")
-        ax.legend(fontsize=8)
-    paths.append(_save(fig, out_dir / "dev_f1_curves.png"))
-    # 3. which blocks IR-Tuning trained at which step
-    traces = []
-    for task in tasks:
-        for e in board[task]:
-            if e.strategy == "ir-tuning" and e.runs:
-                trace = selection_trace(client, e.runs[0].info.run_id)
-                if trace:
-                    traces.append((task, trace))
-    if traces:
-        fig, axes = plt.subplots(len(traces), 1, figsize=(9, 2 + 1.2 * len(traces)), squeeze=False)
-        for ax, (task, trace) in zip(axes[:, 0], traces):
-            matrix = [[int(c) for c in row] for row in trace]
-            ax.imshow(list(map(list, zip(*matrix))), aspect="auto", cmap="Greys",
-                      interpolation="nearest", origin="lower")
-            ax.set(title=f"IR-Tuning blocks trained per step: {task}", xlabel="step", ylabel="block")
-        paths.append(_save(fig, out_dir / "ir_tuning_selection.png"))
-    return paths
-
-
-def selection_trace(client, run_id: str) -> list[str]:
-    return artifact_json(client, run_id, "selection_trace.json", [])
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
 
 
 def write_html(md: str, plots: list[Path], path: Path) -> None:
@@ -282,27 +214,15 @@ def _md_table_to_html(block: str) -> str:
     return f"<p>{html.escape(' '.join(lines))}</p>"
 
 
-def open_board(suite: str, tracking_uri: str):
-    """(MLflow client, the suite's board); one clear line when the suite never ran there."""
-    client = connect(tracking_uri)
-    experiment = client.get_experiment_by_name(suite)
-    if experiment is None:
-        raise UserError(f"no runs of suite {suite!r} in {tracking_uri}; run it first: "
-                        f"python -m benchmark run --suite {suite}")
-    return client, collect(client, experiment.experiment_id)
-
-
-def write_board(suite: str, client, board: dict[str, list[Entry]], tracking_uri: str,
-                results_dir: Path) -> str:
+def write_board(suite: str, board: dict[str, list[Entry]], source: RunSource, results_dir: Path,
+                focus: str | None = None) -> str:
     """Write leaderboard.md, leaderboard.html and plots under results_dir/suite; return the Markdown."""
-    md = markdown(suite, board, tracking_uri, significance(client, board))
+    from .plots import write_plots
+
+    md = markdown(suite, board, source, significance(board))
     out_dir = results_dir / Path(suite).stem
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "leaderboard.md").write_text(md + "\n")
-    plots = write_plots(client, board, out_dir)
+    plots = write_plots(board, out_dir, focus)
     write_html(md, plots, out_dir / "leaderboard.html")
     return md
-
-
-def render(suite: str, tracking_uri: str, results_dir: Path = Path("results")) -> str:
-    return write_board(suite, *open_board(suite, tracking_uri), tracking_uri, results_dir)

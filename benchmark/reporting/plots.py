@@ -1,0 +1,70 @@
+"""The leaderboard's plots: test F1 against memory, dev F1 curves, and the blocks the
+suite's focus strategy trained at each step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def focus_slug(focus: str) -> str:
+    """A strategy name as it appears in file names: ir-tuning -> ir_tuning."""
+    return focus.replace("-", "_")
+
+
+def write_plots(board: dict, out_dir: Path, focus: str | None = None) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    tasks = list(board)
+    if not tasks:
+        return paths
+    # 1. test F1 against peak memory
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for e in board[task]:
+            if e.runs:
+                ax.errorbar(e.mean("peak_memory_mb"), e.mean("test_macro_f1"),
+                            yerr=e.std("test_macro_f1"), fmt="o", capsize=3, label=e.strategy)
+        ax.set(title=task, xlabel="peak memory (MiB)", ylabel="test macro F1")
+        ax.legend(fontsize=8)
+    paths.append(save(fig, out_dir / "f1_vs_memory.png"))
+    # 2. dev F1 over steps (first seed of each chosen configuration)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for e in board[task]:
+            if e.runs:
+                points = e.runs[0].dev_curve()
+                if points:
+                    ax.plot(*zip(*points), marker=".", label=e.strategy)
+        ax.set(title=task, xlabel="step", ylabel="dev macro F1")
+        ax.legend(fontsize=8)
+    paths.append(save(fig, out_dir / "dev_f1_curves.png"))
+    # 3. which blocks the focus strategy trained at which step
+    traces = []
+    for task in tasks:
+        for e in board[task]:
+            if focus and e.strategy == focus and e.runs:
+                trace = e.runs[0].selection_trace()
+                if trace:
+                    traces.append((task, trace))
+    if traces:
+        fig, axes = plt.subplots(len(traces), 1, figsize=(9, 2 + 1.2 * len(traces)), squeeze=False)
+        for ax, (task, trace) in zip(axes[:, 0], traces):
+            matrix = [[int(c) for c in row] for row in trace]
+            ax.imshow(list(map(list, zip(*matrix))), aspect="auto", cmap="Greys",
+                      interpolation="nearest", origin="lower")
+            ax.set(title=f"{focus}: blocks trained per step, {task}", xlabel="step", ylabel="block")
+        paths.append(save(fig, out_dir / f"{focus_slug(focus)}_selection.png"))
+    return paths
+
+
+def save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path

@@ -1,0 +1,127 @@
+"""The runs a leaderboard or report is made from, whatever stores them.
+
+A `RunRecord` is one trial's run: its identity (task, strategy, seed, configuration key),
+status, flat parameters and final metrics, and, read only when asked, its full result
+record (test predictions, selection trace, dev curve). Runs come from MLflow (the live
+store) or from the per-trial JSON files committed under `results/<suite>/trials/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from ..core.errors import UserError
+
+
+@dataclasses.dataclass
+class RunRecord:
+    status: str  # FINISHED, FAILED or KILLED
+    params: dict[str, str]  # task, strategy, model, seed, hp.*, opt.*, config.*
+    metrics: dict[str, float]  # final metrics (test_*, dev_best_macro_f1, ...)
+    tags: dict[str, str]  # config_key, git_commit, device, error, ...
+    load_result: Callable[[], dict[str, Any]] = dataclasses.field(repr=False, default=dict)
+    load_dev_curve: Callable[[], list[tuple[int, float]]] | None = dataclasses.field(
+        repr=False, default=None)
+    _result: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def task(self) -> str:
+        return self.params.get("task", "")
+
+    @property
+    def strategy(self) -> str:
+        return self.params.get("strategy", "")
+
+    @property
+    def seed(self) -> str:
+        return self.params.get("seed", "0")
+
+    def result(self) -> dict[str, Any]:
+        """The trial's full result record ({} for a run that has none), read once."""
+        if self._result is None:
+            self._result = self.load_result() or {}
+        return self._result
+
+    def dev_curve(self) -> list[tuple[int, float]]:
+        if self.load_dev_curve is not None:
+            return self.load_dev_curve()
+        return [(h["step"], h["dev_macro_f1"]) for h in self.result().get("history", [])]
+
+    def selection_trace(self) -> list[str]:
+        return self.result().get("selection_trace", [])
+
+
+@dataclasses.dataclass
+class RunSource:
+    """Where a board's runs came from, for the heading and the commit/device line."""
+    kind: str  # "mlflow" or "results"
+    location: str
+
+    def describe(self) -> str:
+        return f"MLflow `{self.location}`" if self.kind == "mlflow" else f"trial files `{self.location}`"
+
+
+def from_mlflow(suite: str, tracking_uri: str) -> tuple[list[RunRecord], RunSource]:
+    """Every run of the suite's MLflow experiment; one clear line when it never ran there."""
+    from ..sweep.tracking import connect, runs_of
+
+    client = connect(tracking_uri)
+    experiment = client.get_experiment_by_name(suite)
+    if experiment is None:
+        raise UserError(f"no runs of suite {suite!r} in {tracking_uri}; run it first: "
+                        f"python -m benchmark run --suite {suite}")
+    records = []
+    for run in runs_of(client, experiment.experiment_id):
+        run_id = run.info.run_id
+        records.append(RunRecord(
+            status=run.info.status, params=dict(run.data.params),
+            metrics=dict(run.data.metrics), tags=dict(run.data.tags),
+            load_result=lambda run_id=run_id: artifact_json(client, run_id, "result.json", {}),
+            load_dev_curve=lambda run_id=run_id: sorted(
+                (m.step, m.value) for m in client.get_metric_history(run_id, "dev_macro_f1"))))
+    return records, RunSource("mlflow", tracking_uri)
+
+
+def artifact_json(client, run_id: str, name: str, missing: Any) -> Any:
+    """A run's JSON artifact, or `missing` when it has none (e.g. a failed run)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            return json.loads(Path(client.download_artifacts(run_id, name, tmp)).read_text())
+        except Exception:  # mlflow raises several types for a missing artifact
+            return missing
+
+
+def from_results(folder: str | Path) -> tuple[list[RunRecord], RunSource, dict[str, Any]]:
+    """The runs in a results folder's committed trial files (`<folder>/trials/*.json`), and
+    the suite's name and focus as recorded there; no MLflow store needed."""
+    from ..sweep.tracking import config_params, final_metrics, result_tags, trial_params
+    from ..sweep.trial_files import read_trial_files
+
+    folder = Path(folder)
+    files = read_trial_files(folder / "trials")
+    if not files:
+        raise UserError(f"no trial files under {folder / 'trials'}: give a suite's results "
+                        "folder, e.g. --from-results results/revisions")
+    records = []
+    for record in files:
+        result = record.get("result") or {}
+        params = trial_params(record["trial"])
+        tags = {"trial_key": record["trial_key"], "config_key": record["config_key"],
+                "git_commit": record["run"].get("git_commit", "?")}
+        if record["trial"].get("stage"):
+            tags["stage"] = str(record["trial"]["stage"])
+        metrics = {}
+        if result:
+            params.update(config_params(result))
+            tags.update(result_tags(result))
+            metrics = final_metrics(result)
+        if record.get("error"):
+            tags["error"] = record["error"]
+        records.append(RunRecord(status=record["status"], params=params, metrics=metrics,
+                                 tags=tags, load_result=lambda result=result: result))
+    return records, RunSource("results", str(folder)), files[0].get("suite", {})

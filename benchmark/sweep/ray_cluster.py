@@ -1,0 +1,49 @@
+"""Starting or joining Ray, and where Ray keeps trial state."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+from ..core.errors import UserError
+
+
+def _check_address(address: str) -> None:
+    if address == "auto":
+        return
+    host, _, port = address.replace("ray://", "").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=3).close()
+    except (OSError, ValueError):
+        raise UserError(f"cannot reach a Ray cluster at {address}") from None
+
+
+def start_ray(address: str | None):
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    kwargs = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+                  configure_logging=True)
+    address = address or os.environ.get("RAY_ADDRESS")  # set inside `ray job submit`
+    if address:
+        _check_address(address)
+        try:
+            ray.init(address=address, **kwargs)
+        except Exception as error:
+            raise UserError(f"cannot join the Ray cluster at {address}: {' '.join(str(error).split())[:200]}") from None
+    else:
+        ray.init(num_cpus=os.cpu_count(), **kwargs)
+    return True
+
+
+def resolve_storage_path(storage_path: str | None) -> str:
+    """Ray's storage path: an absolute local path (default results/ray); s3:// and gs://
+    pass as they are."""
+    storage = storage_path or "results/ray"
+    return storage if "://" in storage else str(Path(storage).resolve())

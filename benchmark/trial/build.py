@@ -1,0 +1,118 @@
+"""Everything a trial trains with, built in one place: task data, model, strategy,
+optimizer, schedule and backend. `run_trial`, the tools (parity, GPU check, perf
+scripts) and the tests all start from `build_trial`."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from .config import TrainConfig, resolve_device, resolve_precision
+
+
+@dataclasses.dataclass
+class Trial:
+    config: TrainConfig  # max_steps resolved from epochs
+    model: Any  # what to call (a DeepSpeed engine under ZeRO)
+    tokenizer: Any
+    strategy: Any
+    optimizer: Any  # what to step (the engine under ZeRO)
+    scheduler: Any
+    backend: Any
+    device: str
+    precision: str
+    autocast_dtype: Any
+    scaler: Any
+    lr: float
+    warmup: int
+    input_format: str
+    total_params: int
+    task: Any = None  # None when built without data
+    splits: dict[str, Any] | None = None  # tokenized train / validation / test
+
+    def train_step(self, micro_batches: list[dict], step: int):
+        """One optimizer step and the schedule's; returns this worker's mean loss (on device)."""
+        from .step import optimizer_step
+
+        loss = optimizer_step(self.model, self.strategy, self.optimizer, micro_batches, step,
+                              device=self.device, autocast_dtype=self.autocast_dtype,
+                              scaler=self.scaler, max_grad_norm=self.config.max_grad_norm,
+                              backend=self.backend)
+        self.scheduler.step()
+        return loss
+
+
+def build_trial(config: TrainConfig, *, num_labels: int | None = None,
+                with_data: bool = True, strategy: Any = None) -> Trial:
+    """Set up one trial. Without data (`with_data=False`), `num_labels` sizes the head and
+    the caller brings its own batches; `strategy` (an instance) replaces the one the config
+    names, for scripts that measure a variant."""
+    import torch
+    import transformers
+
+    import tasks
+    from strategies import get_strategy
+
+    from . import data, models
+    from .backends import make_backend
+
+    transformers.set_seed(config.seed)
+    device = resolve_device(config.device)
+    precision, autocast_dtype, use_scaler = resolve_precision(config.precision, device)
+    backend = make_backend(config.deepspeed, device, precision)
+    backend.check_batch(config.batch_size)
+    if backend.manages_precision:
+        autocast_dtype, use_scaler = None, False
+    input_format = config.input_format or models.default_input_format(config.model)
+
+    task = raw = None
+    if with_data:
+        task = tasks.get_task(config.task)
+        raw = task.load(config.data_dir)
+        num_labels = len(task.label_names)
+    if num_labels is None:
+        raise ValueError("build_trial without data needs num_labels")
+    if strategy is None:
+        strategy = get_strategy(config.strategy, config.strategy_options, seed=config.seed)
+    model, tokenizer = models.load_model(config.model, num_labels, config.seed)
+    splits = None
+    if with_data:
+        encoded = data.tokenize_task(task, raw, tokenizer, input_format, config.max_length)
+        splits = {"train": data.subsample(encoded["train"], config.train_limit, config.seed),
+                  "validation": data.subsample(encoded["validation"], config.eval_limit),
+                  "test": data.subsample(encoded["test"], config.test_limit)}
+        if config.epochs:
+            per_epoch = math.ceil(len(splits["train"]) / (config.batch_size * config.grad_accum))
+            config = dataclasses.replace(config, max_steps=max(1, math.ceil(config.epochs * per_epoch)))
+
+    model.to(device)
+    model = strategy.prepare(model)
+    total_params = sum(p.numel() for p in model.parameters())
+    lr = config.lr if config.lr is not None else strategy.default_lr
+    warmup = config.warmup_steps if config.warmup_steps is not None else max(1, config.max_steps // 10)
+    model, optimizer, scheduler = setup_optimization(model, strategy, backend, config, lr, warmup)
+    scaler = torch.amp.GradScaler(device.split(":")[0]) if use_scaler else None
+    return Trial(config=config, model=model, tokenizer=tokenizer, strategy=strategy,
+                 optimizer=optimizer, scheduler=scheduler, backend=backend, device=device,
+                 precision=precision, autocast_dtype=autocast_dtype, scaler=scaler, lr=lr,
+                 warmup=warmup, input_format=input_format, total_params=total_params,
+                 task=task, splits=splits)
+
+
+def setup_optimization(model, strategy, backend, config: TrainConfig, lr: float, warmup: int):
+    """(model to call, optimizer to step, scheduler): the strategy's optimizer, else AdamW
+    over its parameter groups (one per block), built once; the scheduler drives the groups'
+    learning rates and the backend (DeepSpeed) may wrap both."""
+    import transformers
+
+    from .optimizer import BlockwiseAdamW
+
+    optimizer = strategy.build_optimizer(lr, config.weight_decay)
+    if optimizer is None:
+        optimizer = BlockwiseAdamW(strategy.param_groups(), lr=lr, weight_decay=config.weight_decay)
+    scheduler = transformers.get_linear_schedule_with_warmup(optimizer, warmup, config.max_steps)
+    strategy.attach(optimizer)
+    model, step_optimizer = backend.wrap(model, optimizer, strategy, config)
+    strategy.read_grad = backend.grad
+    return model, step_optimizer, scheduler

@@ -1,0 +1,134 @@
+"""A trial's configuration: one dataclass whose fields are also the `train` command's flags
+and the keys a suite's `budget` takes, so the three cannot drift apart."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+from ..core.errors import UserError
+from .backends import DEEPSPEED_CHOICES
+from .data import INPUT_FORMATS
+from .metrics import DEFAULT_CONVERGE_TOLERANCE
+from .models import DEFAULT_MODEL
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def option(default: Any = None, help: str = "", choices: tuple | None = None,
+           factory: Any = None, flag: bool = True):
+    """A TrainConfig field with its help text (and choices) for the generated CLI flag;
+    flag=False keeps a field out of the command line."""
+    metadata = {"help": help, "choices": choices, "flag": flag}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    task: str = option("iterater", "task name (`python -m benchmark list`)")
+    strategy: str = option("ir-tuning", "strategy name (`python -m benchmark list`)")
+    strategy_options: dict[str, Any] = option(factory=dict, flag=False)  # --option KEY=VALUE
+    model: str = option(DEFAULT_MODEL, "model alias, local folder or hub id")
+    data_dir: str | None = option(None, "corpora folder (default: $BENCHMARK_DATA_DIR, "
+                                        "else the per-user cache)")
+    seed: int = option(0, "seed of the head, the data order and the strategy's draws")
+    max_steps: int = option(300, "optimizer steps")
+    epochs: float | None = option(None, "epochs over the train split; overrides --max-steps")
+    batch_size: int = option(16, "global batch (split over data-parallel workers)")
+    grad_accum: int = option(1, "micro-batches per optimizer step")
+    lr: float | None = option(None, "learning rate (default: the strategy's)")
+    warmup_steps: int | None = option(None, "linear warm-up steps (default: 10%% of the steps)")
+    weight_decay: float = option(0.0, "AdamW weight decay (the reference's: 0)")
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0: no clipping)")
+    # The reference pads to 256; 128 keeps CPU runs affordable (p90 = 143 tokens on IteraTeR).
+    max_length: int = option(128, "tokens per example, truncated beyond")
+    input_format: str | None = option(None, "pair or instruction (default: the model's)",
+                                      choices=INPUT_FORMATS)
+    eval_every: int = option(50, "evaluate dev every N steps")
+    eval_batch_size: int = option(64, "batch size of evaluation")
+    train_limit: int | None = option(None, "train rows (a seeded random slice; default: all)")
+    eval_limit: int | None = option(None, "dev rows to evaluate on (default: all)")
+    test_limit: int | None = option(None, "test rows (default: all)")
+    precision: str = option("auto", "auto, fp32, bf16 or fp16 (autocast)", choices=PRECISIONS)
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    converge_tolerance: float = option(DEFAULT_CONVERGE_TOLERANCE,
+                                       "steps-to-converge: within this share of the best dev F1")
+    deepspeed: str = option("none", "DeepSpeed ZeRO stage (configs in cluster/deepspeed/)",
+                            choices=DEEPSPEED_CHOICES)
+
+    def __post_init__(self):
+        if self.max_steps < 1 or self.batch_size < 1 or self.grad_accum < 1 or self.eval_every < 1:
+            raise UserError("max_steps, batch_size, grad_accum and eval_every must be at least 1")
+        if self.epochs is not None and self.epochs <= 0:
+            raise UserError("epochs must be positive")
+        for name in ("precision", "deepspeed", "input_format"):
+            allowed = dataclasses_field(name).metadata["choices"]
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise UserError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = set(field_names())
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserError(f"unknown training option {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+def dataclasses_field(name: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def add_flags(parser) -> None:
+    """One `--flag` per TrainConfig field (defaults stay None: only given values override)."""
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        if not field.metadata.get("flag", True):
+            continue
+        kind = _scalar(hints[field.name])
+        default = field.default if field.default is not dataclasses.MISSING else None
+        help_text = field.metadata.get("help", "")
+        if default is not None:
+            help_text += f" (default: {default})"
+        parser.add_argument("--" + field.name.replace("_", "-"), type=kind, default=None,
+                            choices=field.metadata.get("choices"), help=help_text)
+
+
+def _scalar(hint) -> type:
+    """int for `int` and `int | None`, and so on."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    kind = args[0] if args else hint
+    if kind not in (int, float, str):
+        raise TypeError(f"no flag type for {hint!r}")
+    return kind
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device} asked for, but torch sees no GPU")
+    return device
+
+
+def resolve_precision(precision: str, device: str):
+    """(precision name, autocast dtype or None, use a GradScaler)."""
+    import torch
+
+    if precision == "auto":
+        if device.startswith("cuda"):
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "fp32"
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return precision, dtype, precision == "fp16"

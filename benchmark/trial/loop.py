@@ -1,0 +1,152 @@
+"""One training run (a trial): train, pick the best dev step, evaluate test there. The same
+loop serves every strategy, one process or many, with or without DeepSpeed."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable
+
+from ..core.errors import TrialFailed
+from .build import build_trial
+from .config import TrainConfig
+from .metrics import classification_metrics, steps_to_converge
+
+EvalCallback = Callable[[int, dict], None]
+__all__ = ["run_trial", "TrialFailed"]
+
+
+def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None) -> dict[str, Any]:
+    """Train and evaluate one configuration; returns the result record (JSON-ready)."""
+    import torch
+
+    from . import data
+    from .memory import PeakMemorySampler, combine_worker_peaks
+    from .result import compact_trace, environment
+
+    started = time.time()
+    trial = build_trial(config)
+    config, model, strategy, backend = trial.config, trial.model, trial.strategy, trial.backend
+    task, tokenizer, device = trial.task, trial.tokenizer, trial.device
+    train_set, dev_set, test_set = (trial.splits[s] for s in ("train", "validation", "test"))
+    trainable = strategy.trainable_params()
+
+    train_loader = data.make_loader(train_set, tokenizer, config.batch_size, shuffle=True,
+                                    seed=config.seed)
+    batches = _endless(train_loader)
+    evaluate = lambda ds, keep_predictions=False: _evaluate(
+        model, ds, tokenizer, config.eval_batch_size, device, trial.autocast_dtype,
+        task.label_names, keep_predictions)
+
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"macro_f1": -1.0}
+    best_weights = None
+    trainable_counts: list[int] = []
+    samples = 0
+    train_seconds = 0.0
+    loss_sum = torch.zeros((), device=device)
+    loss_steps = 0
+
+    with PeakMemorySampler(device) as memory:
+        for step in range(config.max_steps):
+            step_started = time.perf_counter()
+            model.train()
+            micro_batches = [next(batches) for _ in range(config.grad_accum)]
+            loss_sum += trial.train_step(micro_batches, step)
+            samples += sum(b["labels"].shape[0] for b in micro_batches)
+            trainable_counts.append(strategy.trainable_count())
+            loss_steps += 1
+            train_seconds += time.perf_counter() - step_started
+
+            if (step + 1) % config.eval_every == 0 or step + 1 == config.max_steps:
+                train_loss = backend.mean(loss_sum / loss_steps).item()
+                if not math.isfinite(train_loss):
+                    raise TrialFailed(f"training diverged: loss is {train_loss} at step {step + 1}")
+                loss_sum.zero_()
+                loss_steps = 0
+                dev = evaluate(dev_set)
+                history.append({"step": step + 1, "train_loss": train_loss,
+                                "dev_macro_f1": dev["macro_f1"], "dev_accuracy": dev["accuracy"]})
+                if dev["macro_f1"] > best["macro_f1"]:
+                    best = {**dev, "step": step + 1}
+                    best_weights = backend.snapshot(trainable)
+                if on_eval:
+                    on_eval(step + 1, {"dev_macro_f1": dev["macro_f1"],
+                                       "dev_accuracy": dev["accuracy"], "train_loss": train_loss})
+
+        backend.restore(trainable, best_weights)  # test only at the best dev step
+        test = evaluate(test_set, keep_predictions=True)
+    test_predictions = test.pop("predictions")  # for paired significance tests
+    # Every worker sampled its own processes; the trial's figure combines them.
+    peak = combine_worker_peaks(backend.gather(memory.result()))
+
+    converge_step = steps_to_converge([(h["step"], h["dev_macro_f1"]) for h in history],
+                                      config.converge_tolerance)
+    total_params = trial.total_params
+    return {
+        "task": task.name,
+        "label_names": list(task.label_names),
+        "strategy": strategy.name,
+        "strategy_options": strategy.describe(),
+        "model": config.model,
+        "seed": config.seed,
+        "config": {**dataclasses.asdict(config), "lr": trial.lr, "warmup_steps": trial.warmup,
+                   "input_format": trial.input_format, "precision": trial.precision,
+                   "device": device},
+        "best_step": best["step"],
+        "steps_to_converge": converge_step,
+        "dev": {k: v for k, v in best.items() if k != "step"},
+        "test": test,
+        "test_predictions": test_predictions,
+        "history": history,
+        **peak,
+        "wall_time_s": round(time.time() - started, 2),
+        "train_time_s": round(train_seconds, 2),
+        "train_samples_per_s": round(samples / train_seconds, 2) if train_seconds else None,
+        "total_params": total_params,
+        "trainable_params_mean": round(sum(trainable_counts) / len(trainable_counts)),
+        "trainable_params_max": max(trainable_counts),
+        "trainable_share": round(sum(trainable_counts) / len(trainable_counts) / total_params, 6),
+        "selection_trace": compact_trace(strategy.selection_trace, getattr(strategy, "num_blocks", 0)),
+        "num_blocks": strategy.parts.num_blocks,
+        "sizes": {"train": len(train_set), "validation": len(dev_set), "test": len(test_set)},
+        "environment": {**environment(device), **backend.describe()},
+    }
+
+
+def _endless(loader):
+    while True:  # epochs roll over; each pass reshuffles
+        yield from loader
+
+
+def _evaluate(model, dataset, tokenizer, batch_size, device, autocast_dtype, label_names,
+              keep_predictions=False):
+    import torch
+
+    from . import data
+    from .data import make_loader
+
+    model.eval()
+    probs, labels = [], []
+    with torch.no_grad():
+        for batch in make_loader(dataset, tokenizer, batch_size, shuffle=False):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            gold = batch.pop("labels")
+            with torch.autocast(device.split(":")[0], dtype=autocast_dtype,
+                                enabled=autocast_dtype is not None):
+                logits = model(**batch).logits
+            probs.append(torch.softmax(logits.float(), dim=-1).cpu())
+            labels.append(gold.cpu())
+    probs = torch.cat(probs)
+    if not torch.isfinite(probs).all():
+        raise TrialFailed("training diverged: the model's outputs are NaN or infinite")
+    labels = torch.cat(labels).numpy()
+    metrics = classification_metrics(labels, probs.numpy(), label_names)
+    if keep_predictions:  # keyed by example id: runs of one task pair up example by example
+        column = dataset[data.ID_COLUMN]
+        ids = [column[i] for i in data.evaluation_order(dataset)]
+        metrics["predictions"] = {example: {"label": int(label), "predicted": int(guess)}
+                                  for example, label, guess in zip(ids, labels.tolist(),
+                                                                   probs.argmax(dim=1).tolist())}
+    return metrics
