@@ -39,18 +39,27 @@ def block_lora_targets(model: nn.Module, target_modules: list[str] | None) -> st
     return rf"(.*\.)?{re.escape(parts.blocks_name)}\.\d+\.({alternatives})"
 
 
+ADAPTERS = ("lora", "dora", "none")
+
+
 def add_lora(model: nn.Module, r: int, alpha: int, dropout: float,
-             target_modules: list[str] | None) -> nn.Module:
-    """Wrap the model with LoRA adapters on its blocks; every base weight ends frozen.
+             target_modules: list[str] | None, dora: bool = False) -> nn.Module:
+    """Wrap the model with LoRA adapters on its blocks (DoRA, peft's weight-decomposed
+    LoRA, with `dora`); every base weight ends frozen.
 
     No peft task type is set on purpose: the head is trained by the strategy itself, so
     peft must not add its own `modules_to_save` copy of it.
     """
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, use_dora=dora,
                         target_modules=block_lora_targets(model, target_modules))
     return get_peft_model(model, config)
+
+
+def check_adapter(adapter: str, allowed: tuple[str, ...] = ADAPTERS) -> None:
+    if adapter not in allowed:
+        raise ValueError(f"adapter must be {' or '.join(repr(a) for a in allowed)}, not {adapter!r}")
 
 
 def lora_params(module: nn.Module) -> list[nn.Parameter]:

@@ -59,6 +59,9 @@ class Strategy:
         # Set by the training backend: how to read a parameter's full gradient (ZeRO
         # partitions gradients).
         self.read_grad = lambda p: p.grad
+        # Set by the trial: probe batches and a gradient-free loss, for strategies that
+        # score blocks by extra forward passes (IST); None where the caller gives none.
+        self.runtime = None
 
     # -- what the tools ask -----------------------------------------------------------
     def zero_refusal(self, stage: int) -> str | None:
@@ -77,7 +80,12 @@ class Strategy:
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def param_groups(self) -> list[dict[str, Any]]:
-        return [{"params": self.trainable_params(), "name": "all"}]
+        """The optimizer's groups; the loop gives the one named "head" `head_lr`."""
+        head = {id(p) for p in self.parts.head}
+        trainable = self.trainable_params()
+        groups = [{"params": [p for p in trainable if id(p) not in head], "name": "body"},
+                  {"params": [p for p in trainable if id(p) in head], "name": "head"}]
+        return [g for g in groups if g["params"]]
 
     def build_optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer | None:
         """The strategy's own optimizer over `param_groups()`, or None for the loop's AdamW."""
@@ -85,6 +93,11 @@ class Strategy:
 
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer
+
+    def attach_runtime(self, runtime) -> None:
+        """`runtime.probe_batch()` -> a training batch; `runtime.loss_without_grad(batch)`
+        -> the model's mean loss on it (eval mode, no gradients), as a float."""
+        self.runtime = runtime
 
     # -- per step -------------------------------------------------------------------
     def before_step(self, step: int) -> list[int] | None:
@@ -98,6 +111,10 @@ class Strategy:
     def trainable_count(self) -> int:
         """Parameters that receive updates in the current step."""
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    def stats(self) -> dict[str, Any]:
+        """What the strategy spent or learned besides training (e.g. probe forwards)."""
+        return {}
 
     def describe(self) -> dict[str, Any]:
         return {"strategy": self.name, **dataclasses.asdict(self.config)}

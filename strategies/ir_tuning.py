@@ -65,7 +65,7 @@ def _split_once(indices: list[int], scores: list[float],
 
 @dataclasses.dataclass
 class IRTuningConfig(LayerwiseConfig):
-    adapter: Literal["lora", "none"] = "lora"  # the paper's setting
+    adapter: Literal["lora", "dora", "none"] = "lora"  # the paper's setting
     split_num: int = 1
     metric: Literal["gradient", "weight", "cosine"] = "gradient"
     window: tuple[float, float] = (0.35, 0.65)

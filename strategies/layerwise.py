@@ -17,21 +17,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from .adapters import AdapterConfig, add_lora, lora_params
+from .adapters import AdapterConfig, add_lora, check_adapter, lora_params
 from .base import Strategy, StrategyConfig
 from .blocks import split_model
 
 
 @dataclasses.dataclass
 class LayerwiseConfig(AdapterConfig):
-    # "lora": train the LoRA weights of the selected blocks; "none": all their weights.
-    adapter: Literal["lora", "none"] = "none"
+    # "lora" / "dora": train the (Do)LoRA weights of the selected blocks; "none": all their weights.
+    adapter: Literal["lora", "dora", "none"] = "none"
     # What happens to a block's optimizer state while it is frozen.
     optimizer_state: Literal["keep", "drop", "offload"] = "keep"
 
     def __post_init__(self):
-        if self.adapter not in ("lora", "none"):
-            raise ValueError(f"adapter must be 'lora' or 'none', not {self.adapter!r}")
+        check_adapter(self.adapter)
         if self.optimizer_state not in ("keep", "drop", "offload"):
             raise ValueError("optimizer_state must be 'keep', 'drop' or 'offload', "
                              f"not {self.optimizer_state!r}")
@@ -53,7 +52,7 @@ class LayerwiseStrategy(Strategy):
 
     @property
     def default_lr(self) -> float:  # type: ignore[override]
-        return 1e-3 if self.config.adapter == "lora" else 1e-4
+        return 1e-4 if self.config.adapter == "none" else 1e-3
 
     def zero_refusal(self, stage: int) -> str | None:
         if self.config.optimizer_state != "keep":
@@ -64,9 +63,10 @@ class LayerwiseStrategy(Strategy):
 
     # -- set-up ---------------------------------------------------------------------
     def prepare(self, model: nn.Module) -> nn.Module:
-        if self.config.adapter == "lora":
+        if self.config.adapter != "none":
             model = add_lora(model, self.config.lora_r, self.config.lora_alpha,
-                             self.config.lora_dropout, self.config.target_modules)
+                             self.config.lora_dropout, self.config.target_modules,
+                             dora=self.config.adapter == "dora")
         else:
             model.requires_grad_(False)
         self.model = model
@@ -74,7 +74,7 @@ class LayerwiseStrategy(Strategy):
         self.block_params = [self._trainable_in_block(b) for b in self.parts.blocks]
         self.always_params = list(self.parts.head)
         if self.trains_embeddings:
-            self.always_params += self.parts.embeddings
+            self.always_params = list(self.parts.embeddings) + self.always_params
         for p in self.always_params:
             p.requires_grad_(True)
         for params in self.block_params:
@@ -83,7 +83,7 @@ class LayerwiseStrategy(Strategy):
         return model
 
     def _trainable_in_block(self, block: nn.Module) -> list[nn.Parameter]:
-        if self.config.adapter == "lora":
+        if self.config.adapter != "none":
             return lora_params(block)
         return list(block.parameters())
 
@@ -93,7 +93,11 @@ class LayerwiseStrategy(Strategy):
     def param_groups(self) -> list[dict[str, Any]]:
         groups = [{"params": params, "name": f"block.{i}"}
                   for i, params in enumerate(self.block_params)]
-        groups.append({"params": self.always_params, "name": "always"})
+        head = {id(p) for p in self.parts.head}
+        embeddings = [p for p in self.always_params if id(p) not in head]
+        if embeddings:
+            groups.append({"params": embeddings, "name": "always"})
+        groups.append({"params": [p for p in self.always_params if id(p) in head], "name": "head"})
         return groups
 
     @property

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 from . import register_strategy
-from .adapters import AdapterConfig, add_lora
+from .adapters import AdapterConfig, add_lora, check_adapter
 from .base import Strategy
 from .blocks import split_model
 
@@ -13,6 +14,10 @@ from .blocks import split_model
 @dataclasses.dataclass
 class LoraStrategyConfig(AdapterConfig):
     option_aliases = {"r": "lora_r", "alpha": "lora_alpha", "dropout": "lora_dropout"}
+    adapter: Literal["lora", "dora"] = "lora"  # dora: peft's weight-decomposed LoRA
+
+    def __post_init__(self):
+        check_adapter(self.adapter, ("lora", "dora"))
 
 
 @register_strategy
@@ -26,7 +31,8 @@ class Lora(Strategy):
 
     def prepare(self, model):
         c = self.config
-        model = add_lora(model, c.lora_r, c.lora_alpha, c.lora_dropout, c.target_modules)
+        model = add_lora(model, c.lora_r, c.lora_alpha, c.lora_dropout, c.target_modules,
+                         dora=c.adapter == "dora")
         self.model = model
         self.parts = split_model(model)
         for p in self.parts.head:

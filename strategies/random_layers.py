@@ -11,7 +11,7 @@ from .layerwise import LayerwiseConfig, LayerwiseStrategy
 
 @dataclasses.dataclass
 class RandomLayersConfig(LayerwiseConfig):
-    adapter: Literal["lora", "none"] = "lora"  # as the reference's RST runs
+    adapter: Literal["lora", "dora", "none"] = "lora"  # as the reference's RST runs
     k: int = 4
     # Train these blocks every step instead of drawing (for like-for-like cost benchmarks).
     fixed_blocks: list[int] | None = None

@@ -113,7 +113,7 @@ def test_every_option_the_readme_shows_is_accepted_by_the_cli():
     # Options named in prose (e.g. the list of `train` options) exist on some command.
     known = {option for parser in parsers.values() for option in _option_strings(parser)}
     ours = re.sub(r"`(mlflow|pip|ray|docker|kubectl) [^`]*`", "", readme)  # other tools' options
-    shown = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", ours))
+    shown = set(re.findall(r"(?:^|(?<=[\s`(\[]))(--[a-z][a-z0-9-]*)", ours, re.M))
     assert "--epochs" in shown and not shown - known, sorted(shown - known)
 
 

@@ -1,6 +1,7 @@
 """Strategies on real (tiny random and packaged pretrained) models, through the loop's own
 optimizer step."""
 
+import itertools
 import math
 
 import pytest
@@ -39,6 +40,7 @@ def _setup(model_name, strategy_name, options, seed=0):
                                     weight_decay=0.1, warmup_steps=0, max_steps=100,
                                     device="cpu", precision="fp32"),
                         num_labels=3, with_data=False)
+    trial.attach_probe_batches(itertools.repeat(_batch(trial.tokenizer)))  # for IST's probes
     return trial.model, trial.tokenizer, trial.strategy, trial.optimizer
 
 
@@ -76,7 +78,8 @@ def test_every_other_layerwise_strategy_keeps_frozen_blocks_unchanged(strategy_n
 
 
 def test_every_strategy_is_registered():
-    assert set(list_strategies()) == {"full-ft", "lora", "ir-tuning", "lisa", "random-layers"}
+    assert set(list_strategies()) == {"full-ft", "lora", "ir-tuning", "lisa", "random-layers",
+                                      "head-only", "ist", "badam", "galore", "top-layers"}
 
 
 @pytest.mark.parametrize("strategy_name", ["full-ft", "lora"])
@@ -212,6 +215,6 @@ def test_bad_options_are_one_line_user_errors():
     with pytest.raises(UserError, match="no option 'gama'"):
         get_strategy("lisa", {"gama": 3})
     with pytest.raises(UserError, match="adapter"):
-        get_strategy("ir-tuning", {"adapter": "dora"})
+        get_strategy("ir-tuning", {"adapter": "bottleneck"})
     with pytest.raises(UserError, match="unknown strategy"):
         get_strategy("magic")

@@ -143,6 +143,8 @@ def _check_report_and_overhead(root, uri, capsys):
     # Every trial kept its test predictions, so every non-leader has a bootstrap p-value.
     section = report.split("### iterater")[1].split("### ")[0]
     rows = [line.split("|") for line in section.splitlines() if line.startswith("| ")][1:]
+    assert "majority class" in rows[-1][2]  # the floor, last in each task's table
+    rows = rows[:-1]
     assert len(rows) == 5 and rows[0][4].strip() == ""
     for row in rows[1:]:  # e.g. "0.043 * (1/1)": p-value, then seeds #1 won of seeds compared
         p_value, seeds = row[4].split("(")
@@ -289,3 +291,40 @@ def test_optuna_search_and_asha_scheduler_run_through_ray(tmp_path, data_dir):
         if r.info.status == "KILLED":
             assert r.data.tags["stopped_early"] == "true"
     assert any(r.info.status == "FINISHED" for r in runs)
+
+
+def test_staged_suite_selects_each_strategys_lr_then_runs_every_seed(tmp_path, data_dir, capsys):
+    strategies = {"lora": {"options": {"lora_r": 4, "lora_alpha": 8},
+                           "search": {"lr": [1e-5, 1e-2]}},
+                  "head-only": {"search": {"lr": [1e-2]}}}
+    path = _suite_file(tmp_path, "staged", strategies, seeds=[0, 1],
+                       budget={**TINY_BUDGET, "max_steps": 4, "eval_every": 2},
+                       stages={"select": {"seeds": [0], "budget": {"max_steps": 2, "eval_every": 1}}},
+                       resources={"cpus_per_trial": 1, "max_concurrent_trials": 2})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert main(["run", "--suite", str(path), "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert "stage select: the 3 trials below" in plan and "stage final: 4 trials" in plan
+    assert main(_run_args(tmp_path, path, data_dir)) == 0
+    runs = _runs(uri, "staged")
+    select = [r for r in runs if r.data.params.get("stage") == "select"]
+    final = [r for r in runs if r.data.params.get("stage") == "final"]
+    assert len(select) == 3 and len(final) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    assert all(r.data.params["config.max_steps"] == "2" for r in select)
+    assert all(r.data.params["config.max_steps"] == "4" for r in final)
+    lora = {r.data.params["hp.lr"]: r.data.metrics["dev_best_macro_f1"] for r in select
+            if r.data.params["strategy"] == "lora"}
+    chosen = {r.data.params["hp.lr"] for r in final if r.data.params["strategy"] == "lora"}
+    assert chosen == {max(["1e-05", "0.01"], key=lora.get)}  # the first listed on a tie
+    assert {r.data.params["seed"] for r in final} == {"0", "1"}
+    board = (tmp_path / "results" / "staged" / "leaderboard.md").read_text()
+    assert "chosen from (stage one: mean dev macro F1)" in board
+    lora_row = next(line for line in board.splitlines() if "| lora |" in line)
+    assert "lr=0.01, lora_alpha=8, lora_r=4: 0." in lora_row.split("|")[-2]
+    assert "Gaps to #1" in board
+    # Resumed: both stages are found finished, nothing re-runs.
+    assert main(_run_args(tmp_path, path, data_dir)) == 0
+    out = capsys.readouterr().out
+    assert "3 trials in stage select, 3 already finished" in out
+    assert "stage final: 4 trials, 4 already finished" in out
+    assert len(_runs(uri, "staged")) == 7

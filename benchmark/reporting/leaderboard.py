@@ -23,6 +23,8 @@ class Entry:
     runs: list = field(default_factory=list)  # FINISHED runs of the chosen configuration
     failed: list = field(default_factory=list)  # FAILED runs of this strategy on this task
     configs_tried: int = 0
+    # A staged suite's stage one: (configuration, mean dev macro F1, seeds) per candidate.
+    candidates: list[tuple[dict[str, str], float, int]] = field(default_factory=list)
 
     def metric(self, name: str) -> list[float]:
         return [r.metrics[name] for r in self.runs if name in r.metrics]
@@ -44,24 +46,53 @@ def collect(records: list[RunRecord]) -> dict[str, list[Entry]]:
             by_strategy.setdefault((run.task, run.strategy), []).append(run)
     board: dict[str, list[Entry]] = {}
     for (task, strategy), group in sorted(by_strategy.items()):
-        finished = [r for r in group if r.status == "FINISHED"]
-        failed = [r for r in group if r.status == "FAILED"]
-        configs: dict[str, list] = {}
-        for r in finished:
-            configs.setdefault(r.tags.get("config_key", ""), []).append(r)
+        selection = [r for r in group if r.params.get("stage") == "select"]
+        ranked = [r for r in group if r.params.get("stage") != "select"]
+        finished = [r for r in ranked if r.status == "FINISHED"]
+        failed = [r for r in ranked if r.status == "FAILED"]
+        configs = _by_config(finished)
         entry = Entry(task, strategy, {}, failed=failed, configs_tried=len(configs))
         if configs:
-            best = max(configs.values(), key=lambda rs: statistics.fmean(
-                r.metrics.get("dev_best_macro_f1", 0.0) for r in rs))
+            best = max(configs.values(), key=_mean_dev)
             entry.runs = sorted(best, key=lambda r: int(r.seed))
-            params = best[0].params
-            entry.config = {k: v for k, v in params.items() if k.startswith(("hp.", "opt."))}
-            if "hp.lr" not in params and "config.lr" in params:  # the strategy's default lr
-                entry.config["config.lr"] = params["config.lr"]
+            entry.config = _hyperparameters(best[0].params)
+        entry.candidates = [(_hyperparameters(runs[0].params), _mean_dev(runs), len(runs))
+                            for runs in _by_config(
+                                [r for r in selection if r.status == "FINISHED"]).values()]
         board.setdefault(task, []).append(entry)
     for entries in board.values():
         entries.sort(key=lambda e: (e.mean("test_macro_f1") is None, -(e.mean("test_macro_f1") or 0)))
     return board
+
+
+def _by_config(runs: list[RunRecord]) -> dict[str, list[RunRecord]]:
+    configs: dict[str, list] = {}
+    for r in runs:
+        configs.setdefault(r.tags.get("config_key", ""), []).append(r)
+    return configs
+
+
+def _mean_dev(runs: list[RunRecord]) -> float:
+    return statistics.fmean(r.metrics.get("dev_best_macro_f1", 0.0) for r in runs)
+
+
+def _hyperparameters(params: dict[str, str]) -> dict[str, str]:
+    """The searched values (hp.*, opt.*) of a run, and its learning rate when not searched."""
+    config = {k: v for k, v in params.items() if k.startswith(("hp.", "opt."))}
+    if "hp.lr" not in params and "config.lr" in params:  # the strategy's default lr
+        config["config.lr"] = params["config.lr"]
+    return config
+
+
+def _hyper_text(config: dict[str, str]) -> str:
+    return ", ".join(f"{k.split('.', 1)[1]}={v}" for k, v in sorted(config.items())) or "defaults"
+
+
+def majority_f1(entries: list[Entry]) -> float | None:
+    """The test macro F1 of predicting the train split's majority label (recorded by every
+    trial since it was added)."""
+    values = [v for e in entries for v in e.metric("majority_test_macro_f1")]
+    return values[0] if values else None
 
 
 def seed_predictions(entry: Entry) -> dict[str, dict]:
@@ -106,18 +137,29 @@ def compare(first: dict[str, dict], second: dict[str, dict]) -> dict | None:
 
 
 def significance(board: dict[str, list[Entry]]) -> dict[tuple[str, str], dict]:
-    """(task, strategy) -> paired bootstrap of the task's leader against that strategy."""
+    """(task, strategy) -> paired bootstrap of the task's leader against that strategy; and
+    (task, "a>b") -> the same test of each strategy against the next one in the ranking."""
     tests = {}
     for task, entries in board.items():
         ranked = [e for e in entries if e.runs]
         if not ranked:
             continue
-        leader = seed_predictions(ranked[0])
-        for e in ranked[1:]:
-            test = compare(leader, seed_predictions(e)) if leader else None
+        predictions = [seed_predictions(e) for e in ranked]
+        for e, other in zip(ranked[1:], predictions[1:]):
+            test = compare(predictions[0], other) if predictions[0] else None
             if test is not None:
                 tests[(task, e.strategy)] = test
+        for i in range(1, len(ranked) - 1):
+            test = compare(predictions[i], predictions[i + 1]) if predictions[i] else None
+            if test is not None:
+                tests[(task, f"{ranked[i].strategy}>{ranked[i + 1].strategy}")] = test
     return tests
+
+
+def solid(test: dict | None) -> bool:
+    """A gap that holds both ways the result could be luck: p < 0.05 over test examples,
+    and the better strategy ahead on every seed."""
+    return bool(test) and test["p_value"] < 0.05 and test["seeds_won"] == test["seeds"]
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -152,30 +194,60 @@ def markdown(suite: str, board: dict[str, list[Entry]], source: RunSource,
         lines += [f"Commits: {', '.join(commits)}; devices: {', '.join(devices)}.", ""]
     lines += _model_lines(board)
     for task, entries in board.items():
+        staged = any(e.candidates for e in entries)
         lines += [f"## {task}", "",
                   "| rank | strategy | test macro F1 | p vs #1 | test acc | dev macro F1 | seeds "
                   "| steps to converge | peak memory (MiB) | wall time (s) | trainable share "
-                  "| chosen hyperparameters |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| chosen hyperparameters |" + (" chosen from (stage one: mean dev macro F1) |"
+                                                  if staged else ""),
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if staged else "")]
+        blank = " |" if staged else ""
         for rank, e in enumerate(entries, 1):
             if not e.runs:
                 error = e.failed[0].tags.get("error", "failed") if e.failed else "no finished run"
                 lines.append(f"| – | {e.strategy} | FAILED ({len(e.failed)} runs): "
-                             f"{error[:80].replace('|', '/')} | | | | | | | | | |")
+                             f"{error[:80].replace('|', '/')} | | | | | | | | | |" + blank)
                 continue
             share = e.mean("trainable_share")
-            hyper = ", ".join(f"{k.split('.', 1)[1]}={v}" for k, v in sorted(e.config.items())) or "defaults"
             failed = f" ({len(e.failed)} failed)" if e.failed else ""
             spread = f" ± {_fmt(e.std('test_macro_f1'))}" if len(e.runs) > 1 else ""
+            chosen_from = (" " + " · ".join(
+                f"{_hyper_text(c)}: {m:.3f}" for c, m, _ in e.candidates) + " |") if staged else ""
             lines.append(
                 f"| {rank} | {e.strategy} | {_fmt(e.mean('test_macro_f1'))}{spread} "
                 f"| {'' if rank == 1 else _p_cell(tests.get((task, e.strategy)))} "
                 f"| {_fmt(e.mean('test_accuracy'))} | {_fmt(e.mean('dev_best_macro_f1'))} "
                 f"| {len(e.runs)}{failed} | {_fmt(e.mean('steps_to_converge'), 0)} "
                 f"| {_fmt(e.mean('peak_memory_mb'), 0)} | {_fmt(e.mean('wall_time_s'), 0)} "
-                f"| {_fmt(100 * share if share is not None else None, 2)}% | {hyper} |")
-        lines.append("")
+                f"| {_fmt(100 * share if share is not None else None, 2)}% | {_hyper_text(e.config)} |"
+                + chosen_from)
+        majority = majority_f1(entries)
+        if majority is not None:
+            lines.append(f"| – | majority class (floor) | {_fmt(majority)} | | | | | | | | | "
+                         "predicts the train split's most frequent label |" + blank)
+        lines += ["", *_gap_lines(task, entries, tests), ""]
     return "\n".join(lines)
+
+
+def _gap_lines(task: str, entries: list[Entry], tests: dict) -> list[str]:
+    """Which gaps are solid: #1 against each other strategy, and each against the next."""
+    ranked = [e for e in entries if e.runs]
+    if len(ranked) < 2:
+        return []
+    leader = ranked[0].strategy
+
+    def verdict(test: dict | None) -> str:
+        if test is None:
+            return "untested (no paired predictions)"
+        state = "solid" if solid(test) else "not solid"
+        return f"{state} (p {test['p_value']:.3f}, {test['seeds_won']}/{test['seeds']} seeds)"
+
+    ahead = [f"{leader} > {e.strategy}: {verdict(tests.get((task, e.strategy)))}"
+             for e in ranked[1:]]
+    steps = [f"{a.strategy} > {b.strategy}: {verdict(tests.get((task, f'{a.strategy}>{b.strategy}')))}"
+             for a, b in zip(ranked[1:], ranked[2:])]
+    return (["Gaps to #1 (solid: p < 0.05 and #1 ahead on every seed): " + "; ".join(ahead) + "."]
+            + (["", "Between neighbours in the ranking: " + "; ".join(steps) + "."] if steps else []))
 
 
 def _model_lines(board: dict[str, list[Entry]]) -> list[str]:

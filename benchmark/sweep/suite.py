@@ -16,6 +16,14 @@ and resources. Validated on load; `expand_trials` turns one into concrete trial 
     scheduler: null                             # or {type: asha, grace_period: 2}
     resources: {cpus_per_trial: 1, gpus_per_trial: 0, max_concurrent_trials: 2}
     distributed: {workers: 2, cpus_per_worker: 1, gpus_per_worker: 1, deepspeed: zero2}
+    stages: {select: {seeds: [0], budget: {max_steps: 150}}}
+
+`stages` (optional) splits a run in two. Stage `select` runs every strategy's search
+(e.g. its learning-rate candidates) on its own seeds and budget (merged over the suite's);
+then stage `final` runs, per task and strategy, the configuration with the best mean dev
+macro F1 of stage one, on every seed at the full budget. Both stages go to MLflow (tag
+`stage`), a re-run resumes either, and the leaderboard ranks the final stage and shows
+what stage one chose from. Without `stages`, every point of the search runs on every seed.
 
 `distributed` (optional) makes every trial data-parallel: a Ray Train TorchTrainer with
 `workers` workers inside the Tune trial, each with its own resources, optionally under
@@ -37,7 +45,9 @@ from ..trial.models import DEFAULT_MODEL
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
 TOP_KEYS = {"name", "description", "model", "tasks", "seeds", "budget", "strategies",
-            "search", "scheduler", "resources", "distributed", "notes", "focus"}
+            "search", "scheduler", "resources", "distributed", "notes", "focus", "stages"}
+STAGE_KEYS = {"select"}
+SELECT_KEYS = {"seeds", "budget"}
 STRATEGY_KEYS = {"options", "search"}
 SEARCH_KEYS = {"algorithm", "num_samples", "seed"}
 SCHEDULER_KEYS = {"type", "grace_period", "reduction_factor"}
@@ -79,6 +89,7 @@ class Suite:
     path: Path
     distributed: dict[str, Any] | None = None  # workers, cpus/gpus_per_worker, deepspeed
     focus: str | None = None  # the strategy whose selection and paired tests the report shows
+    select: dict[str, Any] | None = None  # stage one: {"seeds": [...], "budget": {...}}
 
     @property
     def worker_resources(self) -> "WorkerResources | None":
@@ -192,6 +203,16 @@ def _validate(raw: dict, path: Path) -> Suite:
             raise UserError(f"{path}: distributed.deepspeed must be none, zero2 or zero3")
         # The ZeRO stage changes what a trial computes: it is part of every trial's config.
         budget = {**budget, "deepspeed": distributed.get("deepspeed", "none")}
+    select = None
+    if raw.get("stages") is not None:
+        _check_keys(path, "stages", raw["stages"], STAGE_KEYS)
+        select = raw["stages"].get("select") or {}
+        _check_keys(path, "stages.select", select, SELECT_KEYS)
+        _check_keys(path, "stages.select.budget", select.get("budget") or {}, train_fields)
+        if (search.get("algorithm", "grid")) == "optuna" or scheduler is not None:
+            raise UserError(f"{path}: stages run grid or random search without a scheduler")
+        select = {"seeds": [int(s) for s in select.get("seeds", [0])],
+                  "budget": {**budget, **(select.get("budget") or {})}}
     focus = raw.get("focus")
     if focus is not None and focus not in strategies:
         raise UserError(f"{path}: focus {focus!r} is not one of the suite's strategies "
@@ -204,7 +225,7 @@ def _validate(raw: dict, path: Path) -> Suite:
                   seeds=[int(s) for s in raw.get("seeds", [0])], budget=budget,
                   strategies=strategies, search=search, scheduler=scheduler,
                   resources={"cpus_per_trial": 1, "gpus_per_trial": 0, **resources}, path=path,
-                  distributed=distributed, focus=focus)
+                  distributed=distributed, focus=focus, select=select)
     try:
         suite.worker_resources  # bad worker counts or fractional GPUs per worker
         expand_trials(suite)  # every option and value must make a valid trial
@@ -267,14 +288,18 @@ def split_hyperparameters(strategy: str, values: dict[str, Any]) -> tuple[dict, 
 
 
 def expand_trials(suite: Suite) -> list[dict[str, Any]]:
-    """Concrete trials for grid and random search (Optuna suggests its own values).
+    """Concrete trials for grid and random search (Optuna suggests its own values); for a
+    suite with stages, the trials of stage `select` (`final_trials` makes the rest).
 
     A trial is {"task", "strategy", "seed", "model", "budget": {...}, "hyperparameters": {...},
-    "options": {...}}: `budget` is the suite's, `hyperparameters` the searched TrainConfig
-    fields, `options` the strategy's.
+    "options": {...}} (plus "stage" in a staged suite): `budget` is the suite's,
+    `hyperparameters` the searched TrainConfig fields, `options` the strategy's.
     Random search draws `num_samples` configurations per strategy with Ray Tune's own
     distributions from a seeded generator, so a re-run draws the same ones.
     """
+    seeds, budget = suite.seeds, suite.budget
+    if suite.select is not None:
+        seeds, budget = suite.select["seeds"], suite.select["budget"]
     import numpy as np
 
     from strategies import get_strategy
@@ -295,13 +320,48 @@ def expand_trials(suite: Suite) -> list[dict[str, Any]]:
                 check_zero_support(suite.budget.get("deepspeed", "none"), get_strategy(strategy, options))
             except UserError as error:
                 raise UserError(f"strategies.{strategy}: {error}") from None
-            TrainConfig.from_dict({**suite.budget, **hyper})  # and bad training values
+            TrainConfig.from_dict({**budget, **hyper})  # and bad training values
             for task in suite.tasks:
-                for seed in suite.seeds:
-                    trials.append({"task": task, "strategy": strategy, "seed": seed,
-                                   "model": suite.model, "budget": suite.budget,
-                                   "hyperparameters": hyper, "options": options})
+                for seed in seeds:
+                    trial = {"task": task, "strategy": strategy, "seed": seed,
+                             "model": suite.model, "budget": budget,
+                             "hyperparameters": hyper, "options": options}
+                    if suite.select is not None:
+                        trial["stage"] = "select"
+                    trials.append(trial)
     return trials
+
+
+def final_trials(suite: Suite, selected: list[dict[str, Any]],
+                 dev_f1: dict[str, float]) -> tuple[list[dict[str, Any]], dict]:
+    """Stage `final` of a staged suite: per task and strategy, the stage-one configuration
+    with the best mean dev macro F1 over its seeds (`dev_f1`: trial key -> dev F1 of the
+    finished stage-one trials; ties go to the one listed first), on every seed at the full
+    budget. Returns the trials and, per (task, strategy), the candidates' mean dev F1."""
+    import statistics
+
+    scores: dict[tuple[str, str], dict[str, list]] = {}
+    configs: dict[str, dict[str, Any]] = {}
+    for trial in selected:
+        key = trial_key(trial)
+        if key not in dev_f1:
+            continue  # failed: not a candidate
+        config = config_key(trial)
+        configs[config] = trial
+        scores.setdefault((trial["task"], trial["strategy"]), {}).setdefault(config, []).append(
+            dev_f1[key])
+    trials, candidates = [], {}
+    for (task, strategy), by_config in scores.items():
+        means = {c: statistics.fmean(v) for c, v in by_config.items()}
+        best = max(means, key=means.get)  # first of the maxima: dicts keep listing order
+        candidates[(task, strategy)] = {c: (configs[c]["hyperparameters"], configs[c]["options"],
+                                            m) for c, m in means.items()}
+        chosen = configs[best]
+        for seed in suite.seeds:
+            trials.append({"task": task, "strategy": strategy, "seed": seed, "model": suite.model,
+                           "budget": suite.budget, "hyperparameters": chosen["hyperparameters"],
+                           "options": chosen["options"], "stage": "final"})
+    return trials, candidates
 
 
 def _search_points(search: dict[str, Any], algorithm: str, num_samples: int, rng) -> list[dict]:

@@ -23,7 +23,7 @@ FINAL_METRICS = ("test_macro_f1", "test_accuracy", "test_macro_precision", "test
                  "peak_memory_mb", "torch_peak_allocated_mb", "peak_memory_mb_max_worker",
                  "wall_time_s", "train_time_s",
                  "train_samples_per_s", "trainable_share", "trainable_params_mean",
-                 "total_params")
+                 "total_params", "majority_test_macro_f1")
 
 
 def connect(tracking_uri: str):

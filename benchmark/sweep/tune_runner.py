@@ -11,7 +11,8 @@ from typing import Any
 
 from . import trial_files
 from .ray_cluster import resolve_storage_path, start_ray
-from .suite import Suite, expand_trials, split_hyperparameters, train_config, trial_key
+from .suite import (Suite, expand_trials, final_trials, split_hyperparameters, train_config,
+                    trial_key)
 from .tracking import TrialLogger, connect, experiment_id, final_metrics, finished_results
 
 # -- inside a trial (a Ray worker) --------------------------------------------------------
@@ -63,8 +64,8 @@ def tune_trainable(config: dict[str, Any], finished: dict[str, dict], data_dir: 
 
 # -- on the driver ----------------------------------------------------------------------------
 
-def _make_callback(client, exp_id: str, suite: Suite, total: int, finished: dict,
-                   trial_folder: Path, command: list[str] | None):
+def _make_callback(client, exp_id: str, suite: Suite, total: int, trial_folder: Path,
+                   command: list[str] | None):
     from ray.tune import Callback
 
     class SuiteCallback(Callback):
@@ -80,6 +81,8 @@ def _make_callback(client, exp_id: str, suite: Suite, total: int, finished: dict
             self.durations: list[float] = []
             self.started: dict[str, float] = {}
             self.t0 = time.time()
+            self.total = total
+            self.finished: dict[str, dict] = {}  # trial key -> metrics, set per stage
 
         def _logger(self, trial) -> TrialLogger:
             if trial.trial_id not in self.loggers:
@@ -92,7 +95,7 @@ def _make_callback(client, exp_id: str, suite: Suite, total: int, finished: dict
             self.running.add(trial.trial_id)
             self.most_running = max(self.most_running, len(self.running))
             self.started[trial.trial_id] = time.time()
-            if trial_key(concrete_trial(trial.config)) not in finished:
+            if trial_key(concrete_trial(trial.config)) not in self.finished:
                 self._logger(trial)  # the run starts with the trial
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -133,12 +136,12 @@ def _make_callback(client, exp_id: str, suite: Suite, total: int, finished: dict
         def _progress(self, trial, what: str) -> None:
             concrete = concrete_trial(trial.config)
             finished = self.done + self.failed + self.skipped
-            left = total - finished
+            left = self.total - finished
             eta = ""
             if self.durations and left:
                 parallel = self.most_running
                 eta = f", about {_minutes(sum(self.durations) / len(self.durations) * left / parallel)} left"
-            print(f"[{finished}/{total} done: {self.done} trained, {self.skipped} resumed, "
+            print(f"[{finished}/{self.total} done: {self.done} trained, {self.skipped} resumed, "
                   f"{self.failed} failed, {len(self.running)} running{eta}] "
                   f"{concrete['task']}/{concrete['strategy']}/s{concrete['seed']} {what}",
                   flush=True)
@@ -178,58 +181,50 @@ def print_plan(suite: Suite, trials: list[dict[str, Any]], out=None) -> None:
         print(f"data-parallel trials: {d.workers} Ray Train workers of {d.cpus_per_worker} CPU, "
               f"{d.gpus_per_worker} GPU each; deepspeed {suite.distributed.get('deepspeed', 'none')}",
               file=out)
+    if suite.select is not None:
+        print(f"stage select: the {len(trials)} trials below, budget "
+              f"{json.dumps(suite.select['budget'])}", file=out)
     for i, t in enumerate(trials):
         values = {**t["hyperparameters"], **t["options"]}
         text = " ".join(f"{k}={v}" for k, v in values.items()) or "(defaults)"
         print(f"  {i + 1:>3}. {t['task']:<18} {t['strategy']:<14} seed {t['seed']:<3} {text}", file=out)
+    if suite.select is not None:
+        final = len(suite.tasks) * len(suite.strategies) * len(suite.seeds)
+        print(f"stage final: {final} trials: per task and strategy, the stage-select "
+              f"configuration with the best mean dev macro F1, on seeds {suite.seeds} at the "
+              f"suite budget", file=out)
 
 
 def run_suite(suite: Suite, tracking_uri: str, address: str | None = None,
               storage_path: str | None = None, data_dir: str | None = None,
               results_dir: str | Path = "results", command: list[str] | None = None) -> int:
-    """Run every trial not already finished; returns the number of failed trials. Each
-    trial that ends also writes its file under results_dir/<suite>/trials/."""
-    from ray import tune
-
+    """Run every trial not already finished (both stages of a staged suite); returns the
+    number of failed trials. Each trial that ends also writes its file under
+    results_dir/<suite>/trials/."""
     trials = expand_trials(suite)
     client = connect(tracking_uri)
     exp_id = experiment_id(client, suite.name, tracking_uri)
     finished = finished_results(client, exp_id)
     pending = sum(trial_key(t) not in finished for t in trials)
-    print(f"suite {suite.name}: {len(trials)} trials, {len(trials) - pending} already finished "
-          f"in {tracking_uri}", flush=True)
+    stage = " in stage select" if suite.select is not None else ""
+    print(f"suite {suite.name}: {len(trials)} trials{stage}, {len(trials) - pending} already "
+          f"finished in {tracking_uri}", flush=True)
     suite_started = time.time()
     started_ray = start_ray(address)
     try:
-        cpus = suite.resources["cpus_per_trial"]
-        storage = resolve_storage_path(storage_path)
-        workers = suite.worker_resources
-        # A data-parallel trial only waits for its workers, which hold the CPUs and GPUs;
-        # Ray refuses an all-zero request, so it asks for one byte of memory.
-        trial_resources = ({"cpu": 0, "memory": 1} if workers else
-                           {"cpu": cpus, "gpu": suite.resources["gpus_per_trial"]})
-        trainable = tune.with_resources(
-            tune.with_parameters(tune_trainable, finished=finished, data_dir=data_dir, cpus=cpus,
-                                 workers=workers, storage_path=storage),
-            trial_resources)
         total = len(trials) * (int(suite.search.get("num_samples", 1)) if suite.algorithm == "optuna" else 1)
-        callback = _make_callback(client, exp_id, suite, total, finished,
+        callback = _make_callback(client, exp_id, suite, total,
                                   trial_files.trials_dir(results_dir, suite.name), command)
-        for param_space, search_alg, num_samples in _tuner_runs(suite, trials):
-            tuner = tune.Tuner(
-                trainable, param_space=param_space,
-                tune_config=tune.TuneConfig(
-                    metric="dev_macro_f1", mode="max", search_alg=search_alg,
-                    num_samples=num_samples, scheduler=_scheduler(suite),
-                    # A fresh process per trial: its peak RSS is its own, not what earlier
-                    # trials left in a reused worker (seen here: 2.2 GiB vs 4.8 GiB).
-                    reuse_actors=False,
-                    max_concurrent_trials=suite.resources.get("max_concurrent_trials")),
-                run_config=tune.RunConfig(
-                    name=f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage,
-                    callbacks=[callback], verbose=0,
-                    failure_config=tune.FailureConfig(max_failures=0)))
-            tuner.fit()
+        _fit_stage(suite, trials, finished, callback, data_dir, storage_path)
+        if suite.select is not None:
+            finished = finished_results(client, exp_id)
+            final, candidates = final_trials(
+                suite, trials, {k: m.get("dev_best_macro_f1", 0.0) for k, m in finished.items()})
+            _print_choices(candidates)
+            done = sum(trial_key(t) in finished for t in final)
+            print(f"stage final: {len(final)} trials, {done} already finished", flush=True)
+            callback.total += len(final)
+            _fit_stage(suite, final, finished, callback, data_dir, storage_path)
         _record_suite_run(client, exp_id, time.time() - suite_started, callback)
         return callback.failed
     finally:
@@ -237,6 +232,54 @@ def run_suite(suite: Suite, tracking_uri: str, address: str | None = None,
             import ray
 
             ray.shutdown()
+
+
+def _fit_stage(suite: Suite, trials: list[dict[str, Any]], finished: dict[str, dict], callback,
+               data_dir: str | None, storage_path: str | None) -> None:
+    """Run one stage's trials through Ray Tune (trials in `finished` only report)."""
+    from ray import tune
+
+    if not trials:
+        return
+    callback.finished = finished
+    cpus = suite.resources["cpus_per_trial"]
+    storage = resolve_storage_path(storage_path)
+    workers = suite.worker_resources
+    # A data-parallel trial only waits for its workers, which hold the CPUs and GPUs;
+    # Ray refuses an all-zero request, so it asks for one byte of memory.
+    trial_resources = ({"cpu": 0, "memory": 1} if workers else
+                       {"cpu": cpus, "gpu": suite.resources["gpus_per_trial"]})
+    trainable = tune.with_resources(
+        tune.with_parameters(tune_trainable, finished=finished, data_dir=data_dir, cpus=cpus,
+                             workers=workers, storage_path=storage),
+        trial_resources)
+    for param_space, search_alg, num_samples in _tuner_runs(suite, trials):
+        tuner = tune.Tuner(
+            trainable, param_space=param_space,
+            tune_config=tune.TuneConfig(
+                metric="dev_macro_f1", mode="max", search_alg=search_alg,
+                num_samples=num_samples, scheduler=_scheduler(suite),
+                # A fresh process per trial: its peak RSS is its own, not what earlier
+                # trials left in a reused worker (seen here: 2.2 GiB vs 4.8 GiB).
+                reuse_actors=False,
+                max_concurrent_trials=suite.resources.get("max_concurrent_trials")),
+            run_config=tune.RunConfig(
+                name=f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage,
+                callbacks=[callback], verbose=0,
+                failure_config=tune.FailureConfig(max_failures=0)))
+        tuner.fit()
+
+
+def _print_choices(candidates: dict) -> None:
+    for (task, strategy), by_config in sorted(candidates.items()):
+        best = max(by_config.values(), key=lambda c: c[2])
+        text = ", ".join(f"{_describe(h, o)}: {m:.3f}" for h, o, m in by_config.values())
+        print(f"  {task}/{strategy}: chose {_describe(*best[:2])} (dev macro F1 {text})", flush=True)
+
+
+def _describe(hyperparameters: dict, options: dict) -> str:
+    values = {**hyperparameters, **options}
+    return " ".join(f"{k}={v}" for k, v in values.items()) or "defaults"
 
 
 def _record_suite_run(client, exp_id: str, wall_time_s: float, callback) -> None:

@@ -13,6 +13,7 @@ measures nothing.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import tempfile
@@ -67,6 +68,7 @@ def run_strategy(strategy_name: str, options: dict[str, Any], deepspeed: str,
                          lr=LEARNING_RATE, warmup_steps=0, deepspeed=deepspeed, device="cpu",
                          precision="fp32")
     trial = build_trial(config, num_labels=3, with_data=False)
+    trial.attach_probe_batches(itertools.cycle(_batches(trial.tokenizer, steps)))  # IST's probes
     backend, blocks = trial.backend, trial.strategy.parts.blocks
     strategy = trial.strategy
     losses, selected, changed = [], [], []

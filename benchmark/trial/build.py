@@ -31,6 +31,11 @@ class Trial:
     task: Any = None  # None when built without data
     splits: dict[str, Any] | None = None  # tokenized train / validation / test
 
+    def attach_probe_batches(self, batches) -> None:
+        """Give the strategy a source of probe batches (an endless iterator) and a
+        gradient-free loss; `build_trial` does it from the train split."""
+        self.strategy.attach_runtime(ProbeRuntime(self, batches))
+
     def train_step(self, micro_batches: list[dict], step: int):
         """One optimizer step and the schedule's; returns this worker's mean loss (on device)."""
         from .step import optimizer_step
@@ -41,6 +46,39 @@ class Trial:
                               backend=self.backend)
         self.scheduler.step()
         return loss
+
+
+class ProbeRuntime:
+    """What a strategy may ask of the trial besides its hooks: the next probe batch, and
+    the model's loss on a batch without gradients (under the trial's precision; with
+    several workers, each takes its share and the mean is over all of them)."""
+
+    def __init__(self, trial: Trial, batches):
+        self.trial = trial
+        self.batches = batches
+
+    def probe_batch(self) -> dict:
+        return next(self.batches)
+
+    def loss_without_grad(self, batch: dict) -> float:
+        import torch
+
+        t = self.trial
+        was_training = t.model.training
+        t.model.eval()
+        try:
+            with torch.no_grad(), torch.autocast(t.device.split(":")[0], dtype=t.autocast_dtype,
+                                                 enabled=t.autocast_dtype is not None):
+                shard = {k: v.to(t.device) for k, v in t.backend.shard(batch).items()}
+                loss = t.model(**shard).loss.detach().float()
+        finally:
+            t.model.train(was_training)
+        return t.backend.mean(loss).item()
+
+
+def endless(loader):
+    while True:  # epochs roll over; each pass reshuffles
+        yield from loader
 
 
 def build_trial(config: TrainConfig, *, num_labels: int | None = None,
@@ -59,7 +97,8 @@ def build_trial(config: TrainConfig, *, num_labels: int | None = None,
 
     transformers.set_seed(config.seed)
     device = resolve_device(config.device)
-    precision, autocast_dtype, use_scaler = resolve_precision(config.precision, device)
+    precision, autocast_dtype, use_scaler = resolve_precision(config.precision, device,
+                                                              config.deepspeed)
     backend = make_backend(config.deepspeed, device, precision)
     backend.check_batch(config.batch_size)
     if backend.manages_precision:
@@ -93,11 +132,15 @@ def build_trial(config: TrainConfig, *, num_labels: int | None = None,
     warmup = config.warmup_steps if config.warmup_steps is not None else max(1, config.max_steps // 10)
     model, optimizer, scheduler = setup_optimization(model, strategy, backend, config, lr, warmup)
     scaler = torch.amp.GradScaler(device.split(":")[0]) if use_scaler else None
-    return Trial(config=config, model=model, tokenizer=tokenizer, strategy=strategy,
-                 optimizer=optimizer, scheduler=scheduler, backend=backend, device=device,
-                 precision=precision, autocast_dtype=autocast_dtype, scaler=scaler, lr=lr,
-                 warmup=warmup, input_format=input_format, total_params=total_params,
-                 task=task, splits=splits)
+    trial = Trial(config=config, model=model, tokenizer=tokenizer, strategy=strategy,
+                  optimizer=optimizer, scheduler=scheduler, backend=backend, device=device,
+                  precision=precision, autocast_dtype=autocast_dtype, scaler=scaler, lr=lr,
+                  warmup=warmup, input_format=input_format, total_params=total_params,
+                  task=task, splits=splits)
+    if splits is not None:  # probes draw from their own shuffle of the train split
+        trial.attach_probe_batches(endless(data.make_loader(
+            splits["train"], tokenizer, config.batch_size, shuffle=True, seed=config.seed + 1)))
+    return trial
 
 
 def setup_optimization(model, strategy, backend, config: TrainConfig, lr: float, warmup: int):
@@ -111,6 +154,10 @@ def setup_optimization(model, strategy, backend, config: TrainConfig, lr: float,
     optimizer = strategy.build_optimizer(lr, config.weight_decay)
     if optimizer is None:
         optimizer = BlockwiseAdamW(strategy.param_groups(), lr=lr, weight_decay=config.weight_decay)
+    if config.head_lr is not None:  # before the schedule records each group's initial lr
+        for group in optimizer.param_groups:
+            if group.get("name") == "head":
+                group["lr"] = config.head_lr
     scheduler = transformers.get_linear_schedule_with_warmup(optimizer, warmup, config.max_steps)
     strategy.attach(optimizer)
     model, step_optimizer = backend.wrap(model, optimizer, strategy, config)

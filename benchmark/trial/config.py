@@ -40,19 +40,22 @@ class TrainConfig:
     batch_size: int = option(16, "global batch (split over data-parallel workers)")
     grad_accum: int = option(1, "micro-batches per optimizer step")
     lr: float | None = option(None, "learning rate (default: the strategy's)")
+    head_lr: float | None = option(None, "learning rate of the classification head when other "
+                                         "parameters train too (default: lr)")
     warmup_steps: int | None = option(None, "linear warm-up steps (default: 10%% of the steps)")
     weight_decay: float = option(0.0, "AdamW weight decay (the reference's: 0)")
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: no clipping)")
     # The reference pads to 256; 128 keeps CPU runs affordable (p90 = 143 tokens on IteraTeR).
     max_length: int = option(128, "tokens per example, truncated beyond")
-    input_format: str | None = option(None, "pair or instruction (default: the model's)",
+    input_format: str | None = option(None, "pair, instruction or diff (default: the model's)",
                                       choices=INPUT_FORMATS)
     eval_every: int = option(50, "evaluate dev every N steps")
     eval_batch_size: int = option(64, "batch size of evaluation")
     train_limit: int | None = option(None, "train rows (a seeded random slice; default: all)")
     eval_limit: int | None = option(None, "dev rows to evaluate on (default: all)")
     test_limit: int | None = option(None, "test rows (default: all)")
-    precision: str = option("auto", "auto, fp32, bf16 or fp16 (autocast)", choices=PRECISIONS)
+    precision: str = option("auto", "auto (bf16 on GPUs and on CPUs that compute it natively, "
+                                    "else fp32), fp32, bf16 or fp16 (autocast)", choices=PRECISIONS)
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     converge_tolerance: float = option(DEFAULT_CONVERGE_TOLERANCE,
                                        "steps-to-converge: within this share of the best dev F1")
@@ -121,14 +124,26 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_precision(precision: str, device: str):
-    """(precision name, autocast dtype or None, use a GradScaler)."""
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic in hardware (AMX, or AVX512-BF16), as torch
+    reports it; elsewhere bf16 autocast is emulated and slower than fp32."""
+    import torch
+
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(precision: str, device: str, deepspeed: str = "none"):
+    """(precision name, autocast dtype or None, use a GradScaler). `auto` takes bf16 where
+    the hardware computes it (measured here: bf16 autocast trains MiniLM 1.3-1.5x faster
+    than fp32, same F1), fp16 on older GPUs, fp32 on other CPUs and under DeepSpeed on a
+    CPU (its bf16 mode casts the model and its optimizer, a GPU path)."""
     import torch
 
     if precision == "auto":
         if device.startswith("cuda"):
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         else:
-            precision = "fp32"
+            precision = "bf16" if cpu_computes_bf16() and deepspeed == "none" else "fp32"
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     return precision, dtype, precision == "fp16"

@@ -9,9 +9,9 @@ import time
 from typing import Any, Callable
 
 from ..core.errors import TrialFailed
-from .build import build_trial
+from .build import build_trial, endless
 from .config import TrainConfig
-from .metrics import classification_metrics, steps_to_converge
+from .metrics import classification_metrics, majority_macro_f1, steps_to_converge
 
 EvalCallback = Callable[[int, dict], None]
 __all__ = ["run_trial", "TrialFailed"]
@@ -34,7 +34,7 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None) -> dict[
 
     train_loader = data.make_loader(train_set, tokenizer, config.batch_size, shuffle=True,
                                     seed=config.seed)
-    batches = _endless(train_loader)
+    batches = endless(train_loader)
     evaluate = lambda ds, keep_predictions=False: _evaluate(
         model, ds, tokenizer, config.eval_batch_size, device, trial.autocast_dtype,
         task.label_names, keep_predictions)
@@ -109,15 +109,13 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None) -> dict[
         "trainable_params_max": max(trainable_counts),
         "trainable_share": round(sum(trainable_counts) / len(trainable_counts) / total_params, 6),
         "selection_trace": compact_trace(strategy.selection_trace, getattr(strategy, "num_blocks", 0)),
+        "strategy_stats": strategy.stats(),  # e.g. IST's probe forwards and their time
+        "majority_test_macro_f1": majority_macro_f1(train_set["labels"], test_set["labels"],
+                                                    len(task.label_names)),
         "num_blocks": strategy.parts.num_blocks,
         "sizes": {"train": len(train_set), "validation": len(dev_set), "test": len(test_set)},
         "environment": {**environment(device), **backend.describe()},
     }
-
-
-def _endless(loader):
-    while True:  # epochs roll over; each pass reshuffles
-        yield from loader
 
 
 def _evaluate(model, dataset, tokenizer, batch_size, device, autocast_dtype, label_names,

@@ -42,6 +42,19 @@ def classification_metrics(labels: Sequence[int], probs: np.ndarray,
     }
 
 
+def majority_macro_f1(train_labels: Sequence[int], test_labels: Sequence[int],
+                      num_classes: int) -> float:
+    """The test macro F1 of always predicting the train split's most frequent label: the
+    floor a classifier that learned only the label prior sits on."""
+    from sklearn.metrics import f1_score
+
+    majority = int(np.bincount(np.asarray(train_labels), minlength=num_classes).argmax())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(f1_score(test_labels, [majority] * len(test_labels),
+                              labels=list(range(num_classes)), average="macro", zero_division=0))
+
+
 def steps_to_converge(history: Sequence[tuple[int, float]],
                       tolerance: float = DEFAULT_CONVERGE_TOLERANCE) -> int | None:
     """The first evaluated step whose dev macro F1 is within `tolerance` (relative) of the
