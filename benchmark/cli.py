@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     board = commands.add_parser("leaderboard", help="render a suite's leaderboard from MLflow "
                                 "(or from its committed trial files)")
-    board.add_argument("--suite", default="revisions")
+    board.add_argument("--suite", default=None,
+                       help="suite name or YAML path (default: revisions, or the one the "
+                       "--from-results files record)")
     board.add_argument("--tracking-uri", default=None)
     board.add_argument("--results-dir", type=Path, default=Path("results"))
     board.add_argument("--from-results", type=Path, default=None, metavar="DIR",
@@ -76,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="write results/<suite>/report.md: leaderboard, "
                                  "per-class F1, IR-Tuning's block selection, reference settings")
-    report.add_argument("--suite", default="revisions")
+    report.add_argument("--suite", default=None,
+                        help="suite name or YAML path (default: revisions, or the one the "
+                        "--from-results files record)")
     report.add_argument("--tracking-uri", default=None)
     report.add_argument("--results-dir", type=Path, default=Path("results"))
     report.add_argument("--from-results", type=Path, default=None, metavar="DIR",
@@ -189,9 +193,11 @@ def _records(args):
 
     if args.from_results is not None:
         records, source, meta = from_results(args.from_results)
+        if args.suite is None:  # the suite the files were written by
+            return meta.get("name", args.from_results.name), records, source, meta.get("focus")
         name, focus = _suite_name_and_focus(args.suite, meta)
         return name, records, source, focus
-    name, focus = _suite_name_and_focus(args.suite)
+    name, focus = _suite_name_and_focus(args.suite or "revisions")
     records, source = from_mlflow(name, args.tracking_uri or DEFAULT_TRACKING_URI)
     return name, records, source, focus
 

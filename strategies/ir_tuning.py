@@ -76,6 +76,9 @@ class IRTuningConfig(LayerwiseConfig):
             raise ValueError(f"metric must be gradient, weight or cosine, not {self.metric!r}")
         if self.split_num < 1:
             raise ValueError("split_num must be at least 1")
+        if self.metric == "weight" and self.adapter == "dora":
+            raise ValueError("metric=weight reads base + LoRA delta weights, which DoRA's "
+                             "magnitude rescales; use metric=gradient with adapter=dora")
         self.window = tuple(float(w) for w in self.window)
 
 

@@ -44,3 +44,14 @@ def test_memory_script_runs_each_strategy_in_its_own_process(data_dir, capsys):
     out = capsys.readouterr().out
     assert "| full-ft |" in out and "| lora |" in out and "1.00x" in out
     assert "| NO |" not in out
+
+
+def test_precision_script_trains_fp32_and_bf16_at_the_same_seed(data_dir, capsys):
+    from benchmark.tools.perf import precision
+
+    assert precision.main(["--model", "tiny-llama", "--strategies", "lora", "--steps", "2",
+                           "--batch-size", "8", "--data-dir", str(data_dir), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| lora |")]
+    assert [r[2].strip() for r in rows] == ["fp32", "bf16"]
+    assert rows[0][4].strip() == "1.00x" and float(rows[1][3]) > 0

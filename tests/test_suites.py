@@ -244,6 +244,28 @@ def test_killed_suite_resumes_without_losing_or_duplicating_runs(tmp_path, data_
     assert kept <= {r.info.run_id for r in runs}  # finished trials were not re-run
 
 
+def test_ctrl_c_stops_the_suite_with_status_130(tmp_path, data_dir):
+    strategies = {"lora": {"search": {"lr": [1e-3, 2e-3, 3e-3]}}}
+    path = _suite_file(tmp_path, "interrupted", strategies,
+                       budget={**TINY_BUDGET, "max_steps": 6, "eval_every": 2},
+                       resources={"cpus_per_trial": 1, "max_concurrent_trials": 1})
+    cmd = [sys.executable, "-m", "benchmark", *_run_args(tmp_path, path, data_dir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and _count(tmp_path / "mlflow.db", "FINISHED") < 1:
+        time.sleep(0.5)
+    assert proc.poll() is None, "the suite ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)  # Ctrl-C: the driver only, as a terminal would send it
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-2000:]
+    assert "run the same command to resume" in err.strip().splitlines()[-1]
+
+
 def _count(db: Path, status: str) -> int:
     if not db.exists():
         return 0
@@ -294,37 +316,39 @@ def test_optuna_search_and_asha_scheduler_run_through_ray(tmp_path, data_dir):
 
 
 def test_staged_suite_selects_each_strategys_lr_then_runs_every_seed(tmp_path, data_dir, capsys):
+    """Stage select on seed 0 at the full budget, then the chosen lr on seeds 0 and 1: the
+    seed-0 runs of stage select count for stage final and do not run again."""
     strategies = {"lora": {"options": {"lora_r": 4, "lora_alpha": 8},
                            "search": {"lr": [1e-5, 1e-2]}},
                   "head-only": {"search": {"lr": [1e-2]}}}
     path = _suite_file(tmp_path, "staged", strategies, seeds=[0, 1],
                        budget={**TINY_BUDGET, "max_steps": 4, "eval_every": 2},
-                       stages={"select": {"seeds": [0], "budget": {"max_steps": 2, "eval_every": 1}}},
+                       stages={"select": {"seeds": [0]}},
                        resources={"cpus_per_trial": 1, "max_concurrent_trials": 2})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     assert main(["run", "--suite", str(path), "--dry-run"]) == 0
     plan = capsys.readouterr().out
     assert "stage select: the 3 trials below" in plan and "stage final: 4 trials" in plan
     assert main(_run_args(tmp_path, path, data_dir)) == 0
+    assert "stage final: 4 trials, 2 already finished" in capsys.readouterr().out
     runs = _runs(uri, "staged")
     select = [r for r in runs if r.data.params.get("stage") == "select"]
     final = [r for r in runs if r.data.params.get("stage") == "final"]
-    assert len(select) == 3 and len(final) == 4 and all(r.info.status == "FINISHED" for r in runs)
-    assert all(r.data.params["config.max_steps"] == "2" for r in select)
-    assert all(r.data.params["config.max_steps"] == "4" for r in final)
+    assert len(select) == 3 and len(final) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert {r.data.params["seed"] for r in final} == {"1"}  # seed 0 came from stage select
     lora = {r.data.params["hp.lr"]: r.data.metrics["dev_best_macro_f1"] for r in select
             if r.data.params["strategy"] == "lora"}
     chosen = {r.data.params["hp.lr"] for r in final if r.data.params["strategy"] == "lora"}
     assert chosen == {max(["1e-05", "0.01"], key=lora.get)}  # the first listed on a tie
-    assert {r.data.params["seed"] for r in final} == {"0", "1"}
     board = (tmp_path / "results" / "staged" / "leaderboard.md").read_text()
     assert "chosen from (stage one: mean dev macro F1)" in board
-    lora_row = next(line for line in board.splitlines() if "| lora |" in line)
-    assert "lr=0.01, lora_alpha=8, lora_r=4: 0." in lora_row.split("|")[-2]
+    lora_row = next(line for line in board.splitlines() if "| lora |" in line).split("|")
+    assert lora_row[7].strip() == "2"  # both seeds of the chosen lr: 0 from select, 1 from final
+    assert f"lr={chosen.pop()}" in lora_row[12] and "lr=0.01, lora_alpha=8, lora_r=4: 0." in lora_row[13]
     assert "Gaps to #1" in board
     # Resumed: both stages are found finished, nothing re-runs.
     assert main(_run_args(tmp_path, path, data_dir)) == 0
     out = capsys.readouterr().out
     assert "3 trials in stage select, 3 already finished" in out
     assert "stage final: 4 trials, 4 already finished" in out
-    assert len(_runs(uri, "staged")) == 7
+    assert len(_runs(uri, "staged")) == 5

@@ -41,24 +41,34 @@ class Entry:
 def collect(records: list[RunRecord]) -> dict[str, list[Entry]]:
     """task -> entries ranked by test macro F1 (mean over seeds), failed-only last."""
     by_strategy: dict[tuple[str, str], list[RunRecord]] = {}
+    # One order whatever the source (MLflow lists newest first, trial files by name), so
+    # ties and the text of each cell are the same from both.
+    records = sorted(records, key=lambda r: (r.params.get("stage", ""),
+                                             r.tags.get("config_key", ""), int(r.seed)))
     for run in records:
         if run.task and run.strategy:
             by_strategy.setdefault((run.task, run.strategy), []).append(run)
     board: dict[str, list[Entry]] = {}
     for (task, strategy), group in sorted(by_strategy.items()):
         selection = [r for r in group if r.params.get("stage") == "select"]
-        ranked = [r for r in group if r.params.get("stage") != "select"]
+        # A staged suite ranks the configuration its stage final ran (with the stage-one
+        # runs of that configuration, when stage one ran at the full budget).
+        final = {r.tags.get("config_key") for r in group if r.params.get("stage") == "final"}
+        ranked = [r for r in group if not selection or r.tags.get("config_key") in final]
         finished = [r for r in ranked if r.status == "FINISHED"]
         failed = [r for r in ranked if r.status == "FAILED"]
+        if not finished and not failed:  # a staged entry that never reached stage final
+            failed = [r for r in selection if r.status == "FAILED"]
         configs = _by_config(finished)
         entry = Entry(task, strategy, {}, failed=failed, configs_tried=len(configs))
         if configs:
             best = max(configs.values(), key=_mean_dev)
             entry.runs = sorted(best, key=lambda r: int(r.seed))
             entry.config = _hyperparameters(best[0].params)
-        entry.candidates = [(_hyperparameters(runs[0].params), _mean_dev(runs), len(runs))
-                            for runs in _by_config(
-                                [r for r in selection if r.status == "FINISHED"]).values()]
+        entry.candidates = sorted(
+            ((_hyperparameters(runs[0].params), _mean_dev(runs), len(runs))
+             for runs in _by_config([r for r in selection if r.status == "FINISHED"]).values()),
+            key=lambda c: _hyper_text(c[0]))
         board.setdefault(task, []).append(entry)
     for entries in board.values():
         entries.sort(key=lambda e: (e.mean("test_macro_f1") is None, -(e.mean("test_macro_f1") or 0)))

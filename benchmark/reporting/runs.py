@@ -33,7 +33,8 @@ class RunRecord:
 
     @property
     def strategy(self) -> str:
-        return self.params.get("strategy", "")
+        """The suite entry: the strategy's name, or the entry's own when a suite renames it."""
+        return self.params.get("entry") or self.params.get("strategy", "")
 
     @property
     def seed(self) -> str:

@@ -28,6 +28,9 @@ def start_ray(address: str | None):
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Tune would swallow Ctrl-C and return normally (and a staged suite would go on to its
+    # next stage); let it reach the CLI, which exits 130 and resumes on the next run.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     kwargs = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
                   configure_logging=True)
     address = address or os.environ.get("RAY_ADDRESS")  # set inside `ray job submit`

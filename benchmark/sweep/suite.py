@@ -10,6 +10,9 @@ and resources. Validated on load; `expand_trials` turns one into concrete trial 
     strategies:
       ir-tuning:
         options: {split_num: 1}                 # fixed strategy options
+      lora-dora:                                # an entry of its own: a strategy, other options
+        strategy: lora
+        options: {adapter: dora}
         search: {lr: [5.0e-4, 1.0e-3]}          # grid values, or {loguniform: [a, b]}, ...
     focus: ir-tuning                            # the strategy the report looks into
     search: {algorithm: grid}                   # grid | random | optuna, num_samples, seed
@@ -21,9 +24,11 @@ and resources. Validated on load; `expand_trials` turns one into concrete trial 
 `stages` (optional) splits a run in two. Stage `select` runs every strategy's search
 (e.g. its learning-rate candidates) on its own seeds and budget (merged over the suite's);
 then stage `final` runs, per task and strategy, the configuration with the best mean dev
-macro F1 of stage one, on every seed at the full budget. Both stages go to MLflow (tag
-`stage`), a re-run resumes either, and the leaderboard ranks the final stage and shows
-what stage one chose from. Without `stages`, every point of the search runs on every seed.
+macro F1 of stage one, on every seed at the full budget. Where stage one ran at the full
+budget, its runs of the chosen configuration count for their seeds and are not run again.
+Both stages go to MLflow (param `stage`), a re-run resumes either, and the leaderboard
+ranks the chosen configuration over every seed and shows what stage one chose from.
+Without `stages`, every point of the search runs on every seed.
 
 `distributed` (optional) makes every trial data-parallel: a Ray Train TorchTrainer with
 `workers` workers inside the Tune trial, each with its own resources, optionally under
@@ -48,7 +53,7 @@ TOP_KEYS = {"name", "description", "model", "tasks", "seeds", "budget", "strateg
             "search", "scheduler", "resources", "distributed", "notes", "focus", "stages"}
 STAGE_KEYS = {"select"}
 SELECT_KEYS = {"seeds", "budget"}
-STRATEGY_KEYS = {"options", "search"}
+STRATEGY_KEYS = {"strategy", "options", "search"}
 SEARCH_KEYS = {"algorithm", "num_samples", "seed"}
 SCHEDULER_KEYS = {"type", "grace_period", "reduction_factor"}
 RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "max_concurrent_trials"}
@@ -82,7 +87,8 @@ class Suite:
     tasks: list[str]
     seeds: list[int]
     budget: dict[str, Any]
-    strategies: dict[str, dict[str, Any]]  # name -> {"options": {...}, "search": {...}}
+    # entry name -> {"strategy": registered name, "options": {...}, "search": {...}}
+    strategies: dict[str, dict[str, Any]]
     search: dict[str, Any]
     scheduler: dict[str, Any] | None
     resources: dict[str, Any]
@@ -169,20 +175,22 @@ def _validate(raw: dict, path: Path) -> Suite:
         if task not in tasks.TASKS:
             raise UserError(f"{path}: {tasks.TASKS.unknown_message(task)} (in tasks)")
     strategies = {}
-    for name, spec in (raw["strategies"] or {}).items():
+    for entry, spec in (raw["strategies"] or {}).items():
+        spec = spec or {}
+        _check_keys(path, f"strategies.{entry}", spec, STRATEGY_KEYS)
+        name = str(spec.get("strategy", entry))  # an entry may rename a strategy
         if name not in STRATEGIES:
             raise UserError(f"{path}: {STRATEGIES.unknown_message(name)} (in strategies)")
-        spec = spec or {}
-        _check_keys(path, f"strategies.{name}", spec, STRATEGY_KEYS)
         options = spec.get("options") or {}
         search = spec.get("search") or {}
-        _check_keys(path, f"strategies.{name}.options", options, option_names(name))
-        _check_keys(path, f"strategies.{name}.search", search, option_names(name) | train_fields)
+        _check_keys(path, f"strategies.{entry}.options", options, option_names(name))
+        _check_keys(path, f"strategies.{entry}.search", search, option_names(name) | train_fields)
         for key, space in search.items():
-            _check_space(path, f"strategies.{name}.search.{key}", space)
+            _check_space(path, f"strategies.{entry}.search.{key}", space)
         # Old option names (e.g. lora's r, alpha) load under their current names.
-        strategies[name] = {"options": _canonical(path, name, options, canonical_options),
-                            "search": _canonical(path, name, search, canonical_options)}
+        strategies[entry] = {"strategy": name,
+                             "options": _canonical(path, name, options, canonical_options),
+                             "search": _canonical(path, name, search, canonical_options)}
     search = raw.get("search") or {}
     _check_keys(path, "search", search, SEARCH_KEYS)
     if search.get("algorithm", "grid") not in ("grid", "random", "optuna"):
@@ -269,13 +277,21 @@ def tune_domain(space: Any):
 
 
 def trial_key(trial: dict[str, Any]) -> str:
-    """Stable identity of a trial's configuration: a re-run finds its finished result."""
-    return hashlib.sha256(json.dumps(trial, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """Stable identity of a trial's configuration: a re-run finds its finished result. The
+    stage is not part of it: a stage-select trial at the full budget is the stage-final
+    trial of its seed, run once."""
+    identity = {k: v for k, v in trial.items() if k != "stage"}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def config_key(trial: dict[str, Any]) -> str:
     """Identity of a hyperparameter configuration across seeds (leaderboard grouping)."""
     return trial_key({k: v for k, v in trial.items() if k != "seed"})
+
+
+def entry_name(trial: dict[str, Any]) -> str:
+    """The suite entry a trial belongs to: its strategy's name unless the entry renames it."""
+    return trial.get("entry", trial["strategy"])
 
 
 def split_hyperparameters(strategy: str, values: dict[str, Any]) -> tuple[dict, dict]:
@@ -309,7 +325,8 @@ def expand_trials(suite: Suite) -> list[dict[str, Any]]:
 
     trials = []
     rng = np.random.default_rng(suite.search.get("seed", 0))
-    for strategy, spec in suite.strategies.items():
+    for entry, spec in suite.strategies.items():
+        strategy = spec["strategy"]
         points = _search_points(spec["search"], suite.algorithm,
                                 int(suite.search.get("num_samples", 1)), rng)
         for point in points:
@@ -319,13 +336,15 @@ def expand_trials(suite: Suite) -> list[dict[str, Any]]:
             try:
                 check_zero_support(suite.budget.get("deepspeed", "none"), get_strategy(strategy, options))
             except UserError as error:
-                raise UserError(f"strategies.{strategy}: {error}") from None
+                raise UserError(f"strategies.{entry}: {error}") from None
             TrainConfig.from_dict({**budget, **hyper})  # and bad training values
             for task in suite.tasks:
                 for seed in seeds:
                     trial = {"task": task, "strategy": strategy, "seed": seed,
                              "model": suite.model, "budget": budget,
                              "hyperparameters": hyper, "options": options}
+                    if entry != strategy:
+                        trial["entry"] = entry
                     if suite.select is not None:
                         trial["stage"] = "select"
                     trials.append(trial)
@@ -348,7 +367,7 @@ def final_trials(suite: Suite, selected: list[dict[str, Any]],
             continue  # failed: not a candidate
         config = config_key(trial)
         configs[config] = trial
-        scores.setdefault((trial["task"], trial["strategy"]), {}).setdefault(config, []).append(
+        scores.setdefault((trial["task"], entry_name(trial)), {}).setdefault(config, []).append(
             dev_f1[key])
     trials, candidates = [], {}
     for (task, strategy), by_config in scores.items():
@@ -358,9 +377,13 @@ def final_trials(suite: Suite, selected: list[dict[str, Any]],
                                             m) for c, m in means.items()}
         chosen = configs[best]
         for seed in suite.seeds:
-            trials.append({"task": task, "strategy": strategy, "seed": seed, "model": suite.model,
-                           "budget": suite.budget, "hyperparameters": chosen["hyperparameters"],
-                           "options": chosen["options"], "stage": "final"})
+            trial = {"task": task, "strategy": chosen["strategy"], "seed": seed,
+                     "model": suite.model, "budget": suite.budget,
+                     "hyperparameters": chosen["hyperparameters"], "options": chosen["options"],
+                     "stage": "final"}
+            if "entry" in chosen:
+                trial["entry"] = chosen["entry"]
+            trials.append(trial)
     return trials, candidates
 
 

@@ -81,10 +81,29 @@ def finished_results(client, exp_id: str) -> dict[str, dict[str, Any]]:
             for r in runs_of(client, exp_id, {"FINISHED"}) if "trial_key" in r.data.tags}
 
 
+def finished_run_result(client, exp_id: str, key: str) -> tuple[dict, dict] | None:
+    """(result.json, tags + run_id) of the FINISHED run of a trial key, or None."""
+    import tempfile
+
+    for run in runs_of(client, exp_id, {"FINISHED"}):
+        if run.data.tags.get("trial_key") != key:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = client.download_artifacts(run.info.run_id, "result.json", tmp)
+                return (json.loads(Path(path).read_text()),
+                        {**run.data.tags, "run_id": run.info.run_id})
+            except Exception:  # mlflow raises several types for a missing artifact
+                return None
+    return None
+
+
 def trial_params(trial: dict[str, Any]) -> dict[str, str]:
     """A trial's identity as flat MLflow params: task, strategy, model, seed, stage and the
     searched values (hp.* training fields, opt.* strategy options)."""
     params = {k: str(trial[k]) for k in ("task", "strategy", "model", "seed")}
+    if trial.get("entry"):  # the suite entry, when it renames the strategy
+        params["entry"] = str(trial["entry"])
     if trial.get("stage"):
         params["stage"] = str(trial["stage"])
     params.update({f"hp.{k}": str(v) for k, v in trial["hyperparameters"].items()})
@@ -144,7 +163,7 @@ class TrialLogger:
         for old in runs_of(client, exp_id):
             if old.data.tags.get("trial_key") == key and old.info.status != "FINISHED":
                 client.delete_run(old.info.run_id)
-        name = f"{trial['task']}/{trial['strategy']}/s{trial['seed']}"
+        name = f"{trial['task']}/{trial.get('entry', trial['strategy'])}/s{trial['seed']}"
         tags = {"suite": suite_name, "trial_key": key, "config_key": config_key(trial),
                 "ray_trial_id": ray_trial_id, "git_commit": git_state()["git_commit"],
                 "mlflow.runName": name}

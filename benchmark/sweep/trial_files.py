@@ -35,7 +35,8 @@ def trials_dir(results_dir: str | os.PathLike[str], suite: str) -> Path:
 
 
 def file_name(trial: dict[str, Any]) -> str:
-    return f"{trial['task']}--{trial['strategy']}--{config_key(trial)}--s{trial['seed']}.json"
+    return (f"{trial['task']}--{trial.get('entry', trial['strategy'])}--{config_key(trial)}"
+            f"--s{trial['seed']}.json")
 
 
 def git_state() -> dict[str, Any]:

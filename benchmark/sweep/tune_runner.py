@@ -13,7 +13,8 @@ from . import trial_files
 from .ray_cluster import resolve_storage_path, start_ray
 from .suite import (Suite, expand_trials, final_trials, split_hyperparameters, train_config,
                     trial_key)
-from .tracking import TrialLogger, connect, experiment_id, final_metrics, finished_results
+from .tracking import (TrialLogger, connect, experiment_id, final_metrics, finished_results,
+                       finished_run_result)
 
 # -- inside a trial (a Ray worker) --------------------------------------------------------
 
@@ -110,11 +111,14 @@ def _make_callback(client, exp_id: str, suite: Suite, total: int, trial_folder: 
             if last.get("already_finished"):
                 self.skipped += 1
                 outcome = "already finished"
+                self._restore_trial_file(concrete_trial(trial.config))
             elif last.get("trial_finished"):  # Tune's own "done" key means something else
                 result = json.loads(last["result_json"])
-                self._logger(trial).finish(result)
+                # The file first: a run FINISHED in MLflow is never re-run, so its file
+                # must exist by then.
                 trial_files.write_trial_file(trial_folder, concrete_trial(trial.config),
                                              "FINISHED", self.run, self.suite_meta, result=result)
+                self._logger(trial).finish(result)
                 self.done += 1
                 self.durations.append(time.time() - self.started.get(trial.trial_id, self.t0))
                 outcome = f"test macro F1 {last.get('test_macro_f1', float('nan')):.3f}"
@@ -123,6 +127,19 @@ def _make_callback(client, exp_id: str, suite: Suite, total: int, trial_folder: 
                 self.done += 1
                 outcome = "stopped early by the scheduler"
             self._progress(trial, outcome)
+
+        def _restore_trial_file(self, concrete: dict) -> None:
+            """A trial finished by an earlier run whose file is missing (another results
+            folder, an older version): rewritten from its MLflow run."""
+            if (trial_folder / trial_files.file_name(concrete)).exists():
+                return
+            found = finished_run_result(client, exp_id, trial_key(concrete))
+            if found is not None:
+                result, tags = found
+                run = {**self.run, "command": f"(from MLflow run {tags['run_id']})",
+                       "git_commit": tags.get("git_commit", "unknown"), "git_dirty": None}
+                trial_files.write_trial_file(trial_folder, concrete, "FINISHED", run,
+                                             self.suite_meta, result=result)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self.running.discard(trial.trial_id)
@@ -143,7 +160,8 @@ def _make_callback(client, exp_id: str, suite: Suite, total: int, trial_folder: 
                 eta = f", about {_minutes(sum(self.durations) / len(self.durations) * left / parallel)} left"
             print(f"[{finished}/{self.total} done: {self.done} trained, {self.skipped} resumed, "
                   f"{self.failed} failed, {len(self.running)} running{eta}] "
-                  f"{concrete['task']}/{concrete['strategy']}/s{concrete['seed']} {what}",
+                  f"{concrete['task']}/{concrete.get('entry', concrete['strategy'])}/"
+                  f"s{concrete['seed']} {what}",
                   flush=True)
 
     return SuiteCallback()
@@ -187,7 +205,8 @@ def print_plan(suite: Suite, trials: list[dict[str, Any]], out=None) -> None:
     for i, t in enumerate(trials):
         values = {**t["hyperparameters"], **t["options"]}
         text = " ".join(f"{k}={v}" for k, v in values.items()) or "(defaults)"
-        print(f"  {i + 1:>3}. {t['task']:<18} {t['strategy']:<14} seed {t['seed']:<3} {text}", file=out)
+        print(f"  {i + 1:>3}. {t['task']:<18} {t.get('entry', t['strategy']):<14} seed "
+              f"{t['seed']:<3} {text}", file=out)
     if suite.select is not None:
         final = len(suite.tasks) * len(suite.strategies) * len(suite.seeds)
         print(f"stage final: {final} trials: per task and strategy, the stage-select "
@@ -222,7 +241,8 @@ def run_suite(suite: Suite, tracking_uri: str, address: str | None = None,
                 suite, trials, {k: m.get("dev_best_macro_f1", 0.0) for k, m in finished.items()})
             _print_choices(candidates)
             done = sum(trial_key(t) in finished for t in final)
-            print(f"stage final: {len(final)} trials, {done} already finished", flush=True)
+            print(f"stage final: {len(final)} trials, {done} already finished (by an earlier "
+                  "run, or by stage select at the full budget)", flush=True)
             callback.total += len(final)
             _fit_stage(suite, final, finished, callback, data_dir, storage_path)
         _record_suite_run(client, exp_id, time.time() - suite_started, callback)
@@ -307,7 +327,7 @@ def _tuner_runs(suite: Suite, trials: list[dict[str, Any]]):
     from .suite import tune_domain
 
     for trial in trials:
-        space = suite.strategies[trial["strategy"]]["search"]
+        space = suite.strategies[trial.get("entry", trial["strategy"])]["search"]
         domains = {k: (tune.choice(v) if isinstance(v, list) else tune_domain(v))
                    for k, v in space.items()}
         searcher = OptunaSearch(seed=suite.search.get("seed", 0) + trial["seed"])
