@@ -25,6 +25,7 @@ REFERENCE_SETTINGS = {
     "weight decay": "0",
     "training length": "4 epochs",
     "batch size": "16 (8 for 13B)",
+    "input": "the sentence pair, or an instruction prompt holding both sentences",
     "max length / padding": "256, every example padded to 256",
     "precision": "fp16",
     "seeds": "one (171)",
@@ -60,7 +61,9 @@ def render_report(suite: str, records: list[RunRecord], source: RunSource,
              f"## {title} against every other strategy", "",
              *_focus_tests(board, focus),
              "## Settings beside the reference implementation", "",
-             *_settings_table(board, focus), ""]
+             *_settings_table(board, focus),
+             "## What strategies spent besides training", "",
+             *_strategy_stats(board), ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))
     return path
@@ -192,6 +195,30 @@ def _focus_tests(board, focus: str | None) -> list[str]:
     return lines + [""] if rows or len(lines) > 4 else [f"No {t} runs to compare.", ""]
 
 
+def _strategy_stats(board) -> list[str]:
+    """Extra work a strategy reports (e.g. IST's probe forwards), mean over seeds, beside
+    the trial's training time."""
+    lines = ["| task | strategy | extra forward passes | probes | their time (s) | training time (s) "
+             "| share of training time |", "|---|---|---|---|---|---|---|"]
+    for task, entries in board.items():
+        for e in entries:
+            stats = [r.result().get("strategy_stats") or {} for r in e.runs]
+            seconds = [s["probe_seconds"] for s in stats if "probe_seconds" in s]
+            if not seconds:
+                continue
+            forwards = statistics.fmean(s.get("probe_forward_passes", 0) for s in stats)
+            probes = statistics.fmean(s.get("probes", 0) for s in stats)
+            train = e.mean("train_time_s") or 0.0
+            probe_s = statistics.fmean(seconds)
+            share = f"{100 * probe_s / train:.1f}%" if train else "–"
+            lines.append(f"| {task} | {e.strategy} | {forwards:.0f} | {probes:.0f} | {probe_s:.1f} "
+                         f"| {train:.0f} | {share} |")
+    if len(lines) == 2:
+        return ["No strategy in this suite reports extra work.", ""]
+    return ["The probe forwards run inside the training steps, so their time is part of the "
+            "training time too.", "", *lines, ""]
+
+
 def _settings_table(board, focus: str | None) -> list[str]:
     ir = next((e for entries in board.values() for e in entries
                if focus and e.strategy == focus and e.runs), None)
@@ -214,10 +241,15 @@ def _settings_table(board, focus: str | None) -> list[str]:
         "weight decay": params.get("config.weight_decay", "?"),
         "training length": f"{steps} steps{epochs}",
         "batch size": str(batch),
+        "input": {"diff": "the revised sentence with the edit marked ([ deleted ] { inserted })",
+                  "pair": "the sentence pair", "instruction": "the instruction prompt"}.get(
+                      params.get("config.input_format", "?"), params.get("config.input_format", "?")),
         "max length / padding": f"{params.get('config.max_length', '?')}, padded per batch to its longest",
         "precision": params.get("config.precision", "?"),
         "seeds": ", ".join(sorted({r.params.get("seed", "?") for r in ir.runs})),
-        "classification head": "trained at every step",
+        "classification head": "trained at every step, lr " + (
+            params.get("config.head_lr") if params.get("config.head_lr") not in (None, "None")
+            else "as the body's"),
         "which test score is reported": "test once, at the best dev step",
         "gradient norms": "summed on the device, read once per step",
     }
