@@ -54,6 +54,28 @@ def test_instruction_format_on_a_decoder(data_dir):
     assert len(result["label_names"]) == len(result["test"]["per_class_f1"])
 
 
+def test_balanced_ce_weighs_classes_as_scikit_learn_and_trains(data_dir):
+    import numpy as np
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from benchmark.trial.build import build_trial
+    from benchmark.trial.data import make_loader
+    from benchmark.trial.step import batch_loss
+
+    trial = build_trial(TrainConfig(task="iterater", strategy="full-ft", model="tiny-llama",
+                                    loss="balanced-ce", data_dir=str(data_dir), **TINY))
+    labels = list(trial.splits["train"]["labels"])
+    expected = compute_class_weight("balanced", classes=np.unique(labels), y=np.array(labels))
+    assert trial.class_weights.tolist() == pytest.approx(expected.tolist(), rel=1e-5)
+    assert trial.class_weights.max() > 2 * trial.class_weights.min()  # the corpus is skewed
+    batch = next(iter(make_loader(trial.splits["train"], trial.tokenizer, 8, shuffle=False)))
+    assert batch_loss(trial.model, batch, trial.class_weights).item() != pytest.approx(
+        batch_loss(trial.model, batch).item(), rel=1e-4)
+    result = run_trial(TrainConfig(task="iterater", strategy="full-ft", model="tiny-llama",
+                                   loss="balanced-ce", data_dir=str(data_dir), **TINY))
+    assert result["config"]["loss"] == "balanced-ce" and math.isfinite(result["history"][-1]["train_loss"])
+
+
 def test_nan_loss_fails_the_trial(data_dir):
     with pytest.raises(TrialFailed, match="diverged"):
         run_trial(TrainConfig(task="iterater", strategy="full-ft", model="tiny-llama", lr=1e30,

@@ -30,6 +30,7 @@ class Trial:
     total_params: int
     task: Any = None  # None when built without data
     splits: dict[str, Any] | None = None  # tokenized train / validation / test
+    class_weights: Any = None  # per-class loss weights (loss balanced-ce), on the device
 
     def attach_probe_batches(self, batches) -> None:
         """Give the strategy a source of probe batches (an endless iterator) and a
@@ -43,7 +44,7 @@ class Trial:
         loss = optimizer_step(self.model, self.strategy, self.optimizer, micro_batches, step,
                               device=self.device, autocast_dtype=self.autocast_dtype,
                               scaler=self.scaler, max_grad_norm=self.config.max_grad_norm,
-                              backend=self.backend)
+                              backend=self.backend, class_weights=self.class_weights)
         self.scheduler.step()
         return loss
 
@@ -63,6 +64,8 @@ class ProbeRuntime:
     def loss_without_grad(self, batch: dict) -> float:
         import torch
 
+        from .step import batch_loss
+
         t = self.trial
         was_training = t.model.training
         t.model.eval()
@@ -70,7 +73,7 @@ class ProbeRuntime:
             with torch.no_grad(), torch.autocast(t.device.split(":")[0], dtype=t.autocast_dtype,
                                                  enabled=t.autocast_dtype is not None):
                 shard = {k: v.to(t.device) for k, v in t.backend.shard(batch).items()}
-                loss = t.model(**shard).loss.detach().float()
+                loss = batch_loss(t.model, shard, t.class_weights).detach().float()
         finally:
             t.model.train(was_training)
         return t.backend.mean(loss).item()
@@ -137,10 +140,22 @@ def build_trial(config: TrainConfig, *, num_labels: int | None = None,
                   precision=precision, autocast_dtype=autocast_dtype, scaler=scaler, lr=lr,
                   warmup=warmup, input_format=input_format, total_params=total_params,
                   task=task, splits=splits)
+    if config.loss == "balanced-ce":
+        if splits is None:
+            raise ValueError("loss balanced-ce weighs classes by the train split: build with data")
+        trial.class_weights = balanced_class_weights(splits["train"]["labels"], num_labels).to(device)
     if splits is not None:  # probes draw from their own shuffle of the train split
         trial.attach_probe_batches(endless(data.make_loader(
             splits["train"], tokenizer, config.batch_size, shuffle=True, seed=config.seed + 1)))
     return trial
+
+
+def balanced_class_weights(labels, num_labels: int):
+    """scikit-learn's "balanced" weights: n_samples / (n_classes * count of the class)."""
+    import torch
+
+    counts = torch.bincount(torch.as_tensor(list(labels)), minlength=num_labels).float()
+    return counts.sum() / (num_labels * counts.clamp(min=1))
 
 
 def setup_optimization(model, strategy, backend, config: TrainConfig, lr: float, warmup: int):

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 
+def batch_loss(model, batch: dict, class_weights=None):
+    """The model's loss on a batch: its own cross-entropy, or one weighted per class."""
+    if class_weights is None:
+        return model(**batch).loss
+    import torch.nn.functional as F
+
+    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    return F.cross_entropy(logits.float(), batch["labels"], weight=class_weights)
+
+
 def optimizer_step(model, strategy, optimizer, micro_batches, step: int, *, device: str = "cpu",
                    autocast_dtype=None, scaler=None, max_grad_norm: float | None = 1.0,
-                   trainable=None, backend=None):
+                   trainable=None, backend=None, class_weights=None):
     """One optimizer step over the micro-batches (gradient accumulation); each micro-batch
     is a global batch of which this worker takes its share. Returns this worker's mean
     loss of the step as a detached device tensor (no host sync here)."""
@@ -21,7 +31,7 @@ def optimizer_step(model, strategy, optimizer, micro_batches, step: int, *, devi
         batch = {k: v.to(device) for k, v in backend.shard(batch).items()}
         with torch.autocast(device.split(":")[0], dtype=autocast_dtype,
                             enabled=autocast_dtype is not None):
-            loss = model(**batch).loss / len(micro_batches)
+            loss = batch_loss(model, batch, class_weights) / len(micro_batches)
         backend.backward(loss, scaler)
         backend.end_micro_batch(last=i == len(micro_batches) - 1)
         step_loss += loss.detach().float()
