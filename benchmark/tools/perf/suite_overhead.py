@@ -20,12 +20,18 @@ GOAL = 0.10  # the issue's goal for `revisions`: under 10% over the training tim
 INSIDE_GOAL = 0.15  # evaluation, loading and snapshots inside the trials: at most 15% of training
 
 
-def measure(suite_name: str, tracking_uri: str) -> dict:
+def measure(suite_name: str, tracking_uri: str, wall_time_s: float | None = None,
+            parallel: int | None = None) -> dict:
+    """The latest run's figures; with wall_time_s (a run interrupted and resumed, timed in
+    pieces), every finished trial of the suite counts and that wall time stands for them."""
     from ...core.errors import UserError
 
     client = connect(tracking_uri)
     experiment = client.get_experiment_by_name(suite_name)
     tags = experiment.tags if experiment else {}
+    if experiment and wall_time_s is not None:
+        tags = {"last_run.wall_time_s": str(wall_time_s), "last_run.ended": time.strftime(
+            "%Y-%m-%d %H:%M:%S"), **{k: v for k, v in tags.items() if not k.startswith("last_run.wall")}}
     if "last_run.wall_time_s" not in tags:
         raise UserError(f"no recorded run of suite {suite_name!r} in {tracking_uri}: run it with "
                         f"`python -m benchmark run --suite {suite_name}` (or pass --run)")
@@ -33,13 +39,15 @@ def measure(suite_name: str, tracking_uri: str) -> dict:
     ended = time.mktime(time.strptime(tags["last_run.ended"], "%Y-%m-%d %H:%M:%S"))
     window_start_ms = (ended - wall - 60) * 1000  # runs this suite run started (1 min slack)
     runs = [r for r in runs_of(client, experiment.experiment_id, {"FINISHED"})
-            if r.info.start_time >= window_start_ms]
-    parallel = int(tags.get("last_run.parallel_trials", 1))
+            if wall_time_s is not None or r.info.start_time >= window_start_ms]
+    if wall_time_s is not None:
+        wall = wall_time_s
+    parallel = parallel or int(tags.get("last_run.parallel_trials", 1))
     train = sum(r.data.metrics.get("train_time_s", 0.0) for r in runs)
     trial_wall = sum(r.data.metrics.get("wall_time_s", 0.0) for r in runs)
     ideal = train / parallel if train else float("nan")
     return {"suite": suite_name, "wall_s": wall, "parallel": parallel, "trials": len(runs),
-            "trials_resumed": int(tags.get("last_run.trials_resumed", 0)),
+            "trials_resumed": 0 if wall_time_s is not None else int(tags.get("last_run.trials_resumed", 0)),
             "train_s": train, "trial_wall_s": trial_wall, "ideal_s": ideal,
             "overhead": wall / ideal - 1 if train else float("nan"),
             "inside_trials_s": (trial_wall - train) / parallel,
@@ -94,6 +102,9 @@ def build_parser():
     parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
     parser.add_argument("--run", action="store_true", help="run (or resume) the suite first")
     parser.add_argument("--results-dir", default="results", help="where --run writes the leaderboard")
+    parser.add_argument("--wall-time-s", type=float, default=None,
+                        help="for a run interrupted and resumed: its wall time, summed over the "
+                             "pieces; every finished trial of the suite then counts")
     return parser
 
 
@@ -111,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             command += ["--data-dir", args.data_dir]
         if cli(command) != 0:
             return 1
-    print(report(measure(suite.name, args.tracking_uri)))
+    pieces = args.wall_time_s is not None  # the suite's own concurrency, not the last piece's
+    print(report(measure(suite.name, args.tracking_uri, args.wall_time_s,
+                         suite.resources.get("max_concurrent_trials") if pieces else None)))
     return 0
 
 
