@@ -346,6 +346,14 @@ def test_staged_suite_selects_each_strategys_lr_then_runs_every_seed(tmp_path, d
     assert lora_row[7].strip() == "2"  # both seeds of the chosen lr: 0 from select, 1 from final
     assert f"lr={chosen.pop()}" in lora_row[12] and "lr=0.01, lora_alpha=8, lora_r=4: 0." in lora_row[13]
     assert "Gaps to #1" in board
+    # The two stages' cost against a plain grid (every lr on every seed): 2 lrs x 2 seeds of
+    # lora and 1 x 2 of head-only, each at its final trials' mean time, over 2 slots.
+    from benchmark.tools.perf import suite_overhead
+
+    measured = suite_overhead.measure("staged", uri)
+    assert (measured["select_trials"], measured["final_trials"]) == (3, 2)
+    wall = {r.data.params["strategy"]: r.data.metrics["wall_time_s"] for r in final}
+    assert measured["grid_s"] == pytest.approx((wall["lora"] * 4 + wall["head-only"] * 2) / 2)
     # Resumed: both stages are found finished, nothing re-runs.
     assert main(_run_args(tmp_path, path, data_dir)) == 0
     out = capsys.readouterr().out

@@ -5,7 +5,7 @@ budget and seed), so the figures are the trial's own: training samples per secon
 dev and test macro F1 at the best dev step. On a CPU with native bf16 (AMX or
 AVX512-BF16) `precision: auto` picks bf16; this is the evidence for that default.
 
-    python -m benchmark.tools.perf.precision --strategies full-ft ir-tuning --steps 300
+    python -m benchmark.tools.perf.precision --strategies full-ft --lr 5e-5 --steps 350
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ def build_parser():
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--input-format", default="diff")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=None, help="default: the strategy's")
+    parser.add_argument("--head-lr", type=float, default=1e-3, help="as the revisions suites")
     return parser
 
 
@@ -43,6 +45,10 @@ def train(args, strategy: str, precision: str, folder: Path) -> dict:
                "--seed", str(args.seed), "--device", args.device, "--out", str(out)]
     if args.data_dir:
         command += ["--data-dir", str(args.data_dir)]
+    if args.lr is not None:
+        command += ["--lr", str(args.lr)]
+    if args.head_lr is not None:
+        command += ["--head-lr", str(args.head_lr)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{strategy} {precision}: {done.stderr.strip().splitlines()[-1:]}")
@@ -63,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(train(args, strategy, precision, Path(folder)))
     native = cpu_computes_bf16() if device == "cpu" else None
     print(f"Precision: {args.model} on {args.task}, {args.input_format} input, batch "
-          f"{args.batch_size}, {args.steps} steps, seed {args.seed}; {machine()}; "
+          f"{args.batch_size}, {args.steps} steps, seed {args.seed}, lr {args.lr or 'the strategy default'}, "
+          f"head lr {args.head_lr or 'as lr'}; {machine()}; "
           f"native bf16 on this CPU: {native}")
     fp32 = {r["strategy"]: r for r in rows if r["precision"] == "fp32"}
     print(table(["strategy", "precision", "train samples/s", "vs fp32", "train time (s)",

@@ -64,13 +64,21 @@ def stage_costs(runs, parallel: int) -> dict:
         stages.setdefault(r.data.params.get("stage", ""), []).append(r)
     if set(stages) != {"select", "final"}:
         return {}
+    def entry(r):
+        return r.data.params["task"], r.data.params.get("entry") or r.data.params["strategy"]
+
     candidates: dict[tuple[str, str], set] = {}
     for r in stages["select"]:
-        entry = (r.data.params["task"], r.data.params.get("entry") or r.data.params["strategy"])
-        candidates.setdefault(entry, set()).add(r.data.tags.get("config_key"))
-    grid = sum(r.data.metrics.get("wall_time_s", 0.0) * len(candidates.get(
-        (r.data.params["task"], r.data.params.get("entry") or r.data.params["strategy"]), {1}))
-        for r in stages["final"])
+        candidates.setdefault(entry(r), set()).add(r.data.tags.get("config_key"))
+    seeds: dict[tuple[str, str], set] = {}
+    final_walls: dict[tuple[str, str], list] = {}
+    for r in stages["select"] + stages["final"]:
+        seeds.setdefault(entry(r), set()).add(r.data.params.get("seed"))
+    for r in stages["final"]:
+        final_walls.setdefault(entry(r), []).append(r.data.metrics.get("wall_time_s", 0.0))
+    # Every candidate on every seed, each costing what the entry's full-budget trials cost.
+    grid = sum(sum(walls) / len(walls) * len(candidates.get(e, {1})) * len(seeds[e])
+               for e, walls in final_walls.items())
     wall = {stage: sum(r.data.metrics.get("wall_time_s", 0.0) for r in rs) / parallel
             for stage, rs in stages.items()}
     return {"select_s": wall["select"], "final_s": wall["final"], "grid_s": grid / parallel,
