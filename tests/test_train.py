@@ -56,6 +56,8 @@ def test_instruction_format_on_a_decoder(data_dir):
 
 def test_balanced_ce_weighs_classes_as_scikit_learn_and_trains(data_dir):
     import numpy as np
+    import torch
+    import torch.nn.functional as F
     from sklearn.utils.class_weight import compute_class_weight
 
     from benchmark.trial.build import build_trial
@@ -69,8 +71,15 @@ def test_balanced_ce_weighs_classes_as_scikit_learn_and_trains(data_dir):
     assert trial.class_weights.tolist() == pytest.approx(expected.tolist(), rel=1e-5)
     assert trial.class_weights.max() > 2 * trial.class_weights.min()  # the corpus is skewed
     batch = next(iter(make_loader(trial.splits["train"], trial.tokenizer, 8, shuffle=False)))
-    assert batch_loss(trial.model, batch, trial.class_weights).item() != pytest.approx(
-        batch_loss(trial.model, batch).item(), rel=1e-4)
+    batch = {k: v.to(trial.device) for k, v in batch.items()}
+    trial.model.eval()
+    with torch.no_grad():
+        logits = trial.model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
+        by_hand = sum(expected[y] * F.cross_entropy(logits[i:i + 1], batch["labels"][i:i + 1])
+                      for i, y in enumerate(batch["labels"].tolist())) / len(batch["labels"])
+        weighted = batch_loss(trial.model, batch, trial.class_weights)
+        assert weighted.item() == pytest.approx(float(by_hand), rel=1e-4)
+        assert weighted.item() != pytest.approx(batch_loss(trial.model, batch).item(), rel=1e-3)
     result = run_trial(TrainConfig(task="iterater", strategy="full-ft", model="tiny-llama",
                                    loss="balanced-ce", data_dir=str(data_dir), **TINY))
     assert result["config"]["loss"] == "balanced-ce" and math.isfinite(result["history"][-1]["train_loss"])

@@ -176,7 +176,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _p_text(p: float) -> str:
+def p_text(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
@@ -184,7 +184,7 @@ def _p_cell(test: dict | None) -> str:
     if test is None:
         return "–"
     p = test["p_value"]
-    return (_p_text(p) + (" *" if p < 0.05 else "")
+    return (p_text(p) + (" *" if p < 0.05 else "")
             + f" ({test['seeds_won']}/{test['seeds']})")
 
 
@@ -254,7 +254,7 @@ def _gap_lines(task: str, entries: list[Entry], tests: dict) -> list[str]:
         if test is None:
             return "untested (no paired predictions)"
         state = "solid" if solid(test) else "not solid"
-        return f"{state} (p {_p_text(test['p_value'])}, {test['seeds_won']}/{test['seeds']} seeds)"
+        return f"{state} (p {p_text(test['p_value'])}, {test['seeds_won']}/{test['seeds']} seeds)"
 
     ahead = [f"{leader} > {e.strategy}: {verdict(tests.get((task, e.strategy)))}"
              for e in ranked[1:]]

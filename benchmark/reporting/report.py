@@ -189,7 +189,7 @@ def _focus_tests(board, focus: str | None) -> list[str]:
             verdict = (f"{t} better" if test["p_value"] < 0.05 and won == seeds else
                        f"{e.strategy} better" if test["p_value"] > 0.95 and test["seeds_lost"] == seeds
                        else "no clear gap")
-            lines.append(f"| {task} | {e.strategy} | {test['gap']:+.3f} | {test['p_value']:.3f} "
+            lines.append(f"| {task} | {e.strategy} | {test['gap']:+.3f} | {leaderboard.p_text(test['p_value'])} "
                          f"| {won}/{seeds} | {verdict} |")
             rows += 1
     return lines + [""] if rows or len(lines) > 4 else [f"No {t} runs to compare.", ""]

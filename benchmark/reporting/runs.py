@@ -62,7 +62,20 @@ class RunSource:
     location: str
 
     def describe(self) -> str:
-        return f"MLflow `{self.location}`" if self.kind == "mlflow" else f"trial files `{self.location}`"
+        if self.kind == "mlflow":
+            return f"MLflow `{self.location}`"
+        return f"trial files `{_relative_to_cwd(self.location)}`"
+
+
+def _relative_to_cwd(location: str) -> str:
+    """A folder below the working directory as a relative path, so committed boards do not
+    name the machine they were rendered on."""
+    from pathlib import Path
+
+    try:
+        return str(Path(location).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return location
 
 
 def from_mlflow(suite: str, tracking_uri: str) -> tuple[list[RunRecord], RunSource]:

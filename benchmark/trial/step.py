@@ -4,13 +4,16 @@ from __future__ import annotations
 
 
 def batch_loss(model, batch: dict, class_weights=None):
-    """The model's loss on a batch: its own cross-entropy, or one weighted per class."""
+    """The model's loss on a batch: its own cross-entropy, or each example's cross-entropy
+    times its class weight, averaged over examples (not over weights, so that the mean of
+    micro-batches and workers is the whole batch's loss, as with plain cross-entropy)."""
     if class_weights is None:
         return model(**batch).loss
     import torch.nn.functional as F
 
+    labels = batch["labels"]
     logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-    return F.cross_entropy(logits.float(), batch["labels"], weight=class_weights)
+    return (F.cross_entropy(logits.float(), labels, reduction="none") * class_weights[labels]).mean()
 
 
 def optimizer_step(model, strategy, optimizer, micro_batches, step: int, *, device: str = "cpu",

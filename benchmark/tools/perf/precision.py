@@ -5,7 +5,7 @@ budget and seed), so the figures are the trial's own: training samples per secon
 dev and test macro F1 at the best dev step. On a CPU with native bf16 (AMX or
 AVX512-BF16) `precision: auto` picks bf16; this is the evidence for that default.
 
-    python -m benchmark.tools.perf.precision --strategies full-ft --lr 5e-5 --steps 350
+    python -m benchmark.tools.perf.precision --strategies full-ft --lr 5e-5 --steps 350 --eval-every 70
 """
 
 from __future__ import annotations
@@ -31,8 +31,11 @@ def build_parser():
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--input-format", default="diff")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lr", type=float, default=None, help="default: the strategy's")
-    parser.add_argument("--head-lr", type=float, default=1e-3, help="as the revisions suites")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="one rate for every strategy listed (default: each strategy's own)")
+    parser.add_argument("--head-lr", type=float, default=1e-3,
+                        help="the head's rate, as the revisions suites (0: the body's)")
+    parser.add_argument("--eval-every", type=int, default=None, help="default: steps / 4")
     return parser
 
 
@@ -40,14 +43,15 @@ def train(args, strategy: str, precision: str, folder: Path) -> dict:
     out = folder / f"{strategy}-{precision}.json"
     command = [sys.executable, "-m", "benchmark", "train", "--model", args.model,
                "--task", args.task, "--strategy", strategy, "--precision", precision,
-               "--max-steps", str(args.steps), "--eval-every", str(max(1, args.steps // 4)),
+               "--max-steps", str(args.steps),
+               "--eval-every", str(args.eval_every or max(1, args.steps // 4)),
                "--batch-size", str(args.batch_size), "--input-format", args.input_format,
                "--seed", str(args.seed), "--device", args.device, "--out", str(out)]
     if args.data_dir:
         command += ["--data-dir", str(args.data_dir)]
     if args.lr is not None:
         command += ["--lr", str(args.lr)]
-    if args.head_lr is not None:
+    if args.head_lr:
         command += ["--head-lr", str(args.head_lr)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:

@@ -112,7 +112,8 @@ def build_parser():
     parser.add_argument("--results-dir", default="results", help="where --run writes the leaderboard")
     parser.add_argument("--wall-time-s", type=float, default=None,
                         help="for a run interrupted and resumed: its wall time, summed over the "
-                             "pieces; every finished trial of the suite then counts")
+                             "pieces; every finished trial in the store's experiment of the "
+                             "suite then counts (use a store that holds only this run)")
     return parser
 
 
