@@ -22,6 +22,18 @@ TINY_BUDGET = {"max_steps": 4, "eval_every": 2, "batch_size": 8, "train_limit": 
                "eval_limit": 16, "test_limit": 16, "max_length": 48}
 
 
+@pytest.mark.parametrize("suite", ["revisions"])
+def test_committed_leaderboard_rebuilds_from_its_trial_files(suite, tmp_path):
+    """The committed reference results stay auditable: their trial files alone give the
+    committed table rows, with no MLflow store."""
+    committed = REPO / "results" / suite
+    assert len(list((committed / "trials").glob("*.json"))) >= 10
+    assert main(["leaderboard", "--suite", suite, "--from-results", str(committed),
+                 "--results-dir", str(tmp_path), "--tracking-uri", "http://127.0.0.1:9"]) == 0
+    assert _table_rows((tmp_path / suite / "leaderboard.md").read_text()) == _table_rows(
+        (committed / "leaderboard.md").read_text())
+
+
 def _suite_file(tmp_path, name, strategies, **extra):
     spec = {"name": name, "model": "tiny-llama", "tasks": ["iterater"], "seeds": [0],
             "budget": TINY_BUDGET, "strategies": strategies, **extra}
