@@ -22,7 +22,7 @@ TINY_BUDGET = {"max_steps": 4, "eval_every": 2, "batch_size": 8, "train_limit": 
                "eval_limit": 16, "test_limit": 16, "max_length": 48}
 
 
-@pytest.mark.parametrize("suite", ["revisions"])
+@pytest.mark.parametrize("suite", ["revisions", "revisions-extended"])
 def test_committed_leaderboard_rebuilds_from_its_trial_files(suite, tmp_path):
     """The committed reference results stay auditable: their trial files alone give the
     committed table rows, with no MLflow store."""
