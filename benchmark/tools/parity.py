@@ -77,8 +77,11 @@ def run_strategy(strategy_name: str, options: dict[str, Any], deepspeed: str,
         before = weights()  # gathered: ZeRO-3 partitions the parameters
         loss = trial.train_step([batch], step)
         losses.append(backend.mean(loss).item())
+        # Without a selection trace, a strategy trains the blocks that hold trainable
+        # weights (all of them for full-ft and LoRA, none for head-only).
         selected.append(sorted(strategy.selection_trace[-1]) if strategy.selection_trace
-                        else list(range(len(blocks))))
+                        else [i for i, block in enumerate(blocks)
+                              if any(p.requires_grad for p in block.parameters())])
         after = weights()
         changed.append([i for i in range(len(blocks))
                         if any(not torch.equal(a, b) for a, b in zip(before[i], after[i]))])
