@@ -4,7 +4,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("BENCHMARK_DATA_DIR", REPO.parent / "shared" / "data"))
+# The README runs the tests with a relative BENCHMARK_DATA_DIR: resolve it against the
+# directory pytest started in, and hand the absolute path on to the subprocesses and Ray
+# workers that the tests start in other directories.
+DATA_DIR = Path(os.environ.get("BENCHMARK_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+os.environ["BENCHMARK_DATA_DIR"] = str(DATA_DIR)
 
 
 @pytest.fixture(scope="session")
