@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
-from .suite import config_key
+from .suite import config_key, entry_name
 from .trial_files import git_state
 
 DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
@@ -163,7 +163,7 @@ class TrialLogger:
         for old in runs_of(client, exp_id):
             if old.data.tags.get("trial_key") == key and old.info.status != "FINISHED":
                 client.delete_run(old.info.run_id)
-        name = f"{trial['task']}/{trial.get('entry', trial['strategy'])}/s{trial['seed']}"
+        name = f"{trial['task']}/{entry_name(trial)}/s{trial['seed']}"
         tags = {"suite": suite_name, "trial_key": key, "config_key": config_key(trial),
                 "ray_trial_id": ray_trial_id, "git_commit": git_state()["git_commit"],
                 "mlflow.runName": name}

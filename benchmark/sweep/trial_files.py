@@ -24,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .suite import config_key, trial_key
+from .suite import config_key, entry_name, trial_key
 
 PACKAGES = ("torch", "transformers", "peft", "ray", "mlflow", "deepspeed")
 FORMAT_VERSION = 1
@@ -35,7 +35,7 @@ def trials_dir(results_dir: str | os.PathLike[str], suite: str) -> Path:
 
 
 def file_name(trial: dict[str, Any]) -> str:
-    return (f"{trial['task']}--{trial.get('entry', trial['strategy'])}--{config_key(trial)}"
+    return (f"{trial['task']}--{entry_name(trial)}--{config_key(trial)}"
             f"--s{trial['seed']}.json")
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from . import trial_files
 from .ray_cluster import resolve_storage_path, start_ray
-from .suite import (Suite, expand_trials, final_trials, split_hyperparameters, train_config,
-                    trial_key)
+from .suite import (Suite, entry_name, expand_trials, final_trials, split_hyperparameters,
+                    train_config, trial_key)
 from .tracking import (TrialLogger, connect, experiment_id, final_metrics, finished_results,
                        finished_run_result)
 
@@ -160,7 +160,7 @@ def _make_callback(client, exp_id: str, suite: Suite, total: int, trial_folder: 
                 eta = f", about {_minutes(sum(self.durations) / len(self.durations) * left / parallel)} left"
             print(f"[{finished}/{self.total} done: {self.done} trained, {self.skipped} resumed, "
                   f"{self.failed} failed, {len(self.running)} running{eta}] "
-                  f"{concrete['task']}/{concrete.get('entry', concrete['strategy'])}/"
+                  f"{concrete['task']}/{entry_name(concrete)}/"
                   f"s{concrete['seed']} {what}",
                   flush=True)
 
@@ -205,7 +205,7 @@ def print_plan(suite: Suite, trials: list[dict[str, Any]], out=None) -> None:
     for i, t in enumerate(trials):
         values = {**t["hyperparameters"], **t["options"]}
         text = " ".join(f"{k}={v}" for k, v in values.items()) or "(defaults)"
-        print(f"  {i + 1:>3}. {t['task']:<18} {t.get('entry', t['strategy']):<14} seed "
+        print(f"  {i + 1:>3}. {t['task']:<18} {entry_name(t):<14} seed "
               f"{t['seed']:<3} {text}", file=out)
     if suite.select is not None:
         final = len(suite.tasks) * len(suite.strategies) * len(suite.seeds)
@@ -327,7 +327,7 @@ def _tuner_runs(suite: Suite, trials: list[dict[str, Any]]):
     from .suite import tune_domain
 
     for trial in trials:
-        space = suite.strategies[trial.get("entry", trial["strategy"])]["search"]
+        space = suite.strategies[entry_name(trial)]["search"]
         domains = {k: (tune.choice(v) if isinstance(v, list) else tune_domain(v))
                    for k, v in space.items()}
         searcher = OptunaSearch(seed=suite.search.get("seed", 0) + trial["seed"])
