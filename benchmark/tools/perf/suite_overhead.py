@@ -29,25 +29,24 @@ def measure(suite_name: str, tracking_uri: str, wall_time_s: float | None = None
     client = connect(tracking_uri)
     experiment = client.get_experiment_by_name(suite_name)
     tags = experiment.tags if experiment else {}
-    if experiment and wall_time_s is not None:
-        tags = {"last_run.wall_time_s": str(wall_time_s), "last_run.ended": time.strftime(
-            "%Y-%m-%d %H:%M:%S"), **{k: v for k, v in tags.items() if not k.startswith("last_run.wall")}}
-    if "last_run.wall_time_s" not in tags:
+    if experiment is None or (wall_time_s is None and "last_run.wall_time_s" not in tags):
         raise UserError(f"no recorded run of suite {suite_name!r} in {tracking_uri}: run it with "
                         f"`python -m benchmark run --suite {suite_name}` (or pass --run)")
-    wall = float(tags["last_run.wall_time_s"])
-    ended = time.mktime(time.strptime(tags["last_run.ended"], "%Y-%m-%d %H:%M:%S"))
-    window_start_ms = (ended - wall - 60) * 1000  # runs this suite run started (1 min slack)
-    runs = [r for r in runs_of(client, experiment.experiment_id, {"FINISHED"})
-            if wall_time_s is not None or r.info.start_time >= window_start_ms]
-    if wall_time_s is not None:
-        wall = wall_time_s
+    finished = runs_of(client, experiment.experiment_id, {"FINISHED"})
+    if wall_time_s is not None:  # timed in pieces: every finished trial counts
+        wall, runs, resumed = wall_time_s, finished, 0
+    else:
+        wall = float(tags["last_run.wall_time_s"])
+        ended = time.mktime(time.strptime(tags["last_run.ended"], "%Y-%m-%d %H:%M:%S"))
+        window_start_ms = (ended - wall - 60) * 1000  # runs this suite run started (1 min slack)
+        runs = [r for r in finished if r.info.start_time >= window_start_ms]
+        resumed = int(tags.get("last_run.trials_resumed", 0))
     parallel = parallel or int(tags.get("last_run.parallel_trials", 1))
     train = sum(r.data.metrics.get("train_time_s", 0.0) for r in runs)
     trial_wall = sum(r.data.metrics.get("wall_time_s", 0.0) for r in runs)
     ideal = train / parallel if train else float("nan")
     return {"suite": suite_name, "wall_s": wall, "parallel": parallel, "trials": len(runs),
-            "trials_resumed": 0 if wall_time_s is not None else int(tags.get("last_run.trials_resumed", 0)),
+            "trials_resumed": resumed,
             "train_s": train, "trial_wall_s": trial_wall, "ideal_s": ideal,
             "overhead": wall / ideal - 1 if train else float("nan"),
             "inside_trials_s": (trial_wall - train) / parallel,
