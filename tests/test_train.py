@@ -7,7 +7,7 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.trial.metrics import classification_metrics, steps_to_converge
-from benchmark.core.errors import TrialFailed
+from benchmark.core.errors import TrialFailed, UserError
 from benchmark.trial.config import TrainConfig
 from benchmark.trial.loop import run_trial
 from strategies import STRATEGIES as REGISTRY
@@ -83,6 +83,27 @@ def test_balanced_ce_weighs_classes_as_scikit_learn_and_trains(data_dir):
     result = run_trial(TrainConfig(task="iterater", strategy="full-ft", model="tiny-llama",
                                    loss="balanced-ce", data_dir=str(data_dir), **TINY))
     assert result["config"]["loss"] == "balanced-ce" and math.isfinite(result["history"][-1]["train_loss"])
+
+
+def test_eval_from_skips_early_evaluations_without_changing_training(data_dir):
+    base = dict(TINY, max_steps=6, eval_every=1)
+    every = run_trial(TrainConfig(task="iterater", strategy="lora", model="tiny-llama",
+                                  data_dir=str(data_dir), **base))
+    late = run_trial(TrainConfig(task="iterater", strategy="lora", model="tiny-llama",
+                                 data_dir=str(data_dir), eval_from=4, **base))
+    assert [h["step"] for h in every["history"]] == [1, 2, 3, 4, 5, 6]
+    assert [h["step"] for h in late["history"]] == [4, 5, 6]
+    # Evaluating (dropout off, snapshots) leaves the training trajectory as it was.
+    by_step = {h["step"]: h for h in every["history"]}
+    for h in late["history"][1:]:  # step 4's loss is the mean over steps 1-4 in the late run
+        assert h["train_loss"] == by_step[h["step"]]["train_loss"]
+        assert h["dev_macro_f1"] == by_step[h["step"]]["dev_macro_f1"]
+    for result in (every, late):  # disjoint parts of the trial's wall time
+        assert result["eval_time_s"] > 0 and result["setup_time_s"] > 0
+        parts = result["setup_time_s"] + result["train_time_s"] + result["eval_time_s"]
+        assert parts <= result["wall_time_s"] + 0.05
+    with pytest.raises(UserError, match="eval_from"):
+        TrainConfig(eval_from=-1)
 
 
 def test_nan_loss_fails_the_trial(data_dir):

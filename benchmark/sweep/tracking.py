@@ -21,7 +21,7 @@ DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
 FINAL_METRICS = ("test_macro_f1", "test_accuracy", "test_macro_precision", "test_macro_recall",
                  "test_macro_auprc", "dev_best_macro_f1", "best_step", "steps_to_converge",
                  "peak_memory_mb", "torch_peak_allocated_mb", "peak_memory_mb_max_worker",
-                 "wall_time_s", "train_time_s",
+                 "wall_time_s", "train_time_s", "eval_time_s", "setup_time_s",
                  "train_samples_per_s", "trainable_share", "trainable_params_mean",
                  "total_params", "majority_test_macro_f1")
 

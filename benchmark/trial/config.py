@@ -53,6 +53,8 @@ class TrainConfig:
     input_format: str | None = option(None, "pair, instruction or diff (default: the model's)",
                                       choices=INPUT_FORMATS)
     eval_every: int = option(50, "evaluate dev every N steps")
+    eval_from: int = option(0, "skip the dev evaluations before this step (the last step is "
+                               "always evaluated)")
     eval_batch_size: int = option(64, "batch size of evaluation")
     train_limit: int | None = option(None, "train rows (a seeded random slice; default: all)")
     eval_limit: int | None = option(None, "dev rows to evaluate on (default: all)")
@@ -68,6 +70,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.max_steps < 1 or self.batch_size < 1 or self.grad_accum < 1 or self.eval_every < 1:
             raise UserError("max_steps, batch_size, grad_accum and eval_every must be at least 1")
+        if self.eval_from < 0:
+            raise UserError("eval_from must be 0 or more")
         if self.epochs is not None and self.epochs <= 0:
             raise UserError("epochs must be positive")
         for name in ("precision", "deepspeed", "input_format", "loss"):

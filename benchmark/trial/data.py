@@ -139,11 +139,15 @@ def make_loader(dataset, tokenizer, batch_size: int, shuffle: bool, seed: int = 
     columns = [c for c in MODEL_COLUMNS if c in dataset.column_names]
     lengths = [len(ids) for ids in dataset["input_ids"]]
     dataset = dataset.with_format("torch", columns=columns)
+    own_generator = None
     if shuffle:
         generator = torch.Generator().manual_seed(seed)
         sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
     else:
         sampler = evaluation_order(dataset)
+        # Each pass over a loader draws a seed from this generator, by default the global
+        # one that dropout also draws from: evaluating must not shift training's dropout.
+        own_generator = torch.Generator()
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler,
+        dataset, batch_size=batch_size, sampler=sampler, generator=own_generator,
         collate_fn=DataCollatorWithPadding(tokenizer, padding="longest"))

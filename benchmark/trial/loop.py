@@ -35,6 +35,7 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None) -> dict[
     train_loader = data.make_loader(train_set, tokenizer, config.batch_size, shuffle=True,
                                     seed=config.seed)
     batches = endless(train_loader)
+    setup_seconds = time.time() - started  # model, tokens, strategy, optimizer
     evaluate = lambda ds, keep_predictions=False: _evaluate(
         model, ds, tokenizer, config.eval_batch_size, device, trial.autocast_dtype,
         task.label_names, keep_predictions)
@@ -45,6 +46,7 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None) -> dict[
     trainable_counts: list[int] = []
     samples = 0
     train_seconds = 0.0
+    eval_seconds = 0.0  # dev and test evaluation with the best-weights snapshots
     loss_sum = torch.zeros((), device=device)
     loss_steps = 0
 
@@ -59,7 +61,9 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None) -> dict[
             loss_steps += 1
             train_seconds += time.perf_counter() - step_started
 
-            if (step + 1) % config.eval_every == 0 or step + 1 == config.max_steps:
+            at_eval_point = (step + 1) % config.eval_every == 0 and step + 1 >= config.eval_from
+            if at_eval_point or step + 1 == config.max_steps:
+                eval_started = time.perf_counter()
                 train_loss = backend.mean(loss_sum / loss_steps).item()
                 if not math.isfinite(train_loss):
                     raise TrialFailed(f"training diverged: loss is {train_loss} at step {step + 1}")
@@ -71,12 +75,15 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None) -> dict[
                 if dev["macro_f1"] > best["macro_f1"]:
                     best = {**dev, "step": step + 1}
                     best_weights = backend.snapshot(trainable)
+                eval_seconds += time.perf_counter() - eval_started
                 if on_eval:
                     on_eval(step + 1, {"dev_macro_f1": dev["macro_f1"],
                                        "dev_accuracy": dev["accuracy"], "train_loss": train_loss})
 
+        eval_started = time.perf_counter()
         backend.restore(trainable, best_weights)  # test only at the best dev step
         test = evaluate(test_set, keep_predictions=True)
+        eval_seconds += time.perf_counter() - eval_started
     test_predictions = test.pop("predictions")  # for paired significance tests
     # Every worker sampled its own processes; the trial's figure combines them.
     peak = combine_worker_peaks(backend.gather(memory.result()))
@@ -103,6 +110,8 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None) -> dict[
         **peak,
         "wall_time_s": round(time.time() - started, 2),
         "train_time_s": round(train_seconds, 2),
+        "eval_time_s": round(eval_seconds, 2),
+        "setup_time_s": round(setup_seconds, 2),
         "train_samples_per_s": round(samples / train_seconds, 2) if train_seconds else None,
         "total_params": total_params,
         "trainable_params_mean": round(sum(trainable_counts) / len(trainable_counts)),

@@ -52,7 +52,26 @@ def measure(suite_name: str, tracking_uri: str, wall_time_s: float | None = None
             "inside_trials_s": (trial_wall - train) / parallel,
             "inside_share": (trial_wall - train) / train if train else float("nan"),
             "outside_trials_s": wall - trial_wall / parallel,
-            **stage_costs(runs, parallel)}
+            **inside_split(runs, parallel), **stage_costs(runs, parallel)}
+
+
+def inside_split(runs, parallel: int) -> dict:
+    """What the time inside the trials that is not training went to, overall and per
+    strategy; only when every trial records it (runs older than these timings do not)."""
+    timed = [r for r in runs if "eval_time_s" in r.data.metrics]
+    if not timed or len(timed) < len(runs):
+        return {}
+    metric = lambda rs, name: sum(r.data.metrics.get(name, 0.0) for r in rs)
+    by_strategy: dict[str, list] = {}
+    for r in timed:
+        by_strategy.setdefault(r.data.params.get("entry") or r.data.params["strategy"], []).append(r)
+    return {"eval_s": metric(timed, "eval_time_s") / parallel,
+            "setup_s": metric(timed, "setup_time_s") / parallel,
+            "by_strategy": {name: {"trials": len(rs), "train_s": metric(rs, "train_time_s"),
+                                   "eval_s": metric(rs, "eval_time_s"),
+                                   "setup_s": metric(rs, "setup_time_s"),
+                                   "inside_s": metric(rs, "wall_time_s") - metric(rs, "train_time_s")}
+                            for name, rs in sorted(by_strategy.items())}}
 
 
 def stage_costs(runs, parallel: int) -> dict:
@@ -90,6 +109,9 @@ def report(m: dict) -> str:
             ["trials at a time (P)", m["parallel"]],
             ["sum of training times / P (ideal wall time)", f"{m['ideal_s']:.0f} s"],
             ["inside trials, not training (load, tokenise, evaluate) / P", f"{m['inside_trials_s']:.0f} s"],
+            *([["  of which evaluation (dev, best-weights snapshots, test) / P", f"{m['eval_s']:.0f} s"],
+               ["  of which set-up (model, tokens, strategy, optimizer) / P", f"{m['setup_s']:.0f} s"]]
+              if "eval_s" in m else []),
             ["outside trials (Ray, scheduling, MLflow, idle slots)", f"{m['outside_trials_s']:.0f} s"],
             ["inside trials, not training, as a share of training time",
              f"{100 * m['inside_share']:.1f}% (goal <= {100 * INSIDE_GOAL:.0f}%)"],
@@ -100,7 +122,13 @@ def report(m: dict) -> str:
                  ["a plain grid (every candidate, every seed, full budget) / P, from the final "
                   "trials' times", f"{m['grid_s']:.0f} s ({m['grid_s'] / (m['select_s'] + m['final_s']):.2f}x "
                   "the two stages)"]]
-    return table(["", m["suite"]], rows)
+    text = table(["", m["suite"]], rows)
+    if "by_strategy" in m:
+        per = [[name, b["trials"], f"{b['train_s']:.0f}", f"{b['eval_s']:.0f}", f"{b['setup_s']:.0f}",
+                f"{100 * b['inside_s'] / b['train_s']:.1f}%"] for name, b in m["by_strategy"].items()]
+        text += "\n\n" + table(["strategy", "trials", "training (s)", "evaluation (s)", "set-up (s)",
+                                 "not training / training"], per)
+    return text
 
 
 def build_parser():
