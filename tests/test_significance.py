@@ -33,3 +33,19 @@ def test_a_gap_from_a_handful_of_examples_is_not_significant():
     nudged[wrong] = labels[wrong]  # two more examples right
     result = paired_bootstrap(labels, [nudged], [base], 3)
     assert 0 < result["gap"] < 0.02 and result["p_value"] > 0.05
+
+
+def test_a_gap_is_solid_only_with_a_small_p_on_every_seed_of_at_least_three():
+    from benchmark.reporting.leaderboard import solid
+
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 4, 400)
+    guesses = [rng.integers(0, 4, 400) for _ in range(3)]
+    better = [np.where(rng.random(400) < 0.6, labels, g) for g in guesses]
+    three = paired_bootstrap(labels, better, guesses, 4)
+    assert three["p_value"] < 0.01 and three["seeds_won"] == 3 and solid(three)
+    assert solid(paired_bootstrap(labels, guesses, better, 4), reverse=True)
+    assert not solid(paired_bootstrap(labels, guesses, better, 4))
+    # The same clear gap on one seed: the test set cannot vouch for training randomness.
+    one = paired_bootstrap(labels, better[:1], guesses[:1], 4)
+    assert one["p_value"] < 0.01 and one["seeds_won"] == 1 and not solid(one)

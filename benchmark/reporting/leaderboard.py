@@ -166,10 +166,18 @@ def significance(board: dict[str, list[Entry]]) -> dict[tuple[str, str], dict]:
     return tests
 
 
-def solid(test: dict | None) -> bool:
+SOLID_MIN_SEEDS = 3  # on one or two seeds, "ahead on every seed" is too easily luck
+
+
+def solid(test: dict | None, reverse: bool = False) -> bool:
     """A gap that holds both ways the result could be luck: p < 0.05 over test examples,
-    and the better strategy ahead on every seed."""
-    return bool(test) and test["p_value"] < 0.05 and test["seeds_won"] == test["seeds"]
+    and the better strategy ahead on every seed, of at least three (reverse: the second
+    strategy is the better one)."""
+    if not test or test["seeds"] < SOLID_MIN_SEEDS:
+        return False
+    if reverse:
+        return test["p_value"] > 0.95 and test["seeds_lost"] == test["seeds"]
+    return test["p_value"] < 0.05 and test["seeds_won"] == test["seeds"]
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -201,7 +209,7 @@ def markdown(suite: str, board: dict[str, list[Entry]], source: RunSource,
              "* marks p < 0.05, a gap that does not hinge on which examples were drawn. "
              "The resampling does not cover training randomness: (k/n) counts the seeds on "
              "which #1 alone scored higher; a gap is solid only with a small p and #1 ahead "
-             "on every seed. – where no test predictions were saved.", ""]
+             f"on every seed, of at least {SOLID_MIN_SEEDS}. – where no test predictions were saved.", ""]
     commits = sorted({r.tags.get("git_commit", "?") for es in board.values() for e in es for r in e.runs})
     devices = sorted({r.tags.get("device", "?") for es in board.values() for e in es for r in e.runs})
     if commits:
@@ -254,13 +262,15 @@ def _gap_lines(task: str, entries: list[Entry], tests: dict) -> list[str]:
         if test is None:
             return "untested (no paired predictions)"
         state = "solid" if solid(test) else "not solid"
-        return f"{state} (p {p_text(test['p_value'])}, {test['seeds_won']}/{test['seeds']} seeds)"
+        few = f"; fewer than {SOLID_MIN_SEEDS} seeds" if test["seeds"] < SOLID_MIN_SEEDS else ""
+        return f"{state} (p {p_text(test['p_value'])}, {test['seeds_won']}/{test['seeds']} seeds{few})"
 
     ahead = [f"{leader} > {e.strategy}: {verdict(tests.get((task, e.strategy)))}"
              for e in ranked[1:]]
     steps = [f"{a.strategy} > {b.strategy}: {verdict(tests.get((task, f'{a.strategy}>{b.strategy}')))}"
              for a, b in zip(ranked[1:], ranked[2:])]
-    return (["Gaps to #1 (solid: p < 0.05 and #1 ahead on every seed): " + "; ".join(ahead) + "."]
+    return ([f"Gaps to #1 (solid: p < 0.05 and #1 ahead on every seed, of at least "
+             f"{SOLID_MIN_SEEDS}): " + "; ".join(ahead) + "."]
             + (["", "Between neighbours in the ranking: " + "; ".join(steps) + "."] if steps else []))
 
 

@@ -169,7 +169,7 @@ def _focus_tests(board, focus: str | None) -> list[str]:
              f"as well as {t} (small p: {t}'s lead does not hinge on the test "
              "examples; p near 1: the other strategy is ahead). Seeds won: seeds on which "
              f"{t} alone scored higher. A verdict needs both: p < 0.05 (or > 0.95) and "
-             "every seed going the same way.", "",
+             f"every seed going the same way, of at least {leaderboard.SOLID_MIN_SEEDS}.", "",
              f"| task | other strategy | gap | p | seeds won by {t} | verdict |",
              "|---|---|---|---|---|---|"]
     rows = 0
@@ -186,8 +186,8 @@ def _focus_tests(board, focus: str | None) -> list[str]:
                 lines.append(f"| {task} | {e.strategy} | – | – | – | no paired test predictions |")
                 continue
             won, seeds = test["seeds_won"], test["seeds"]
-            verdict = (f"{t} better" if test["p_value"] < 0.05 and won == seeds else
-                       f"{e.strategy} better" if test["p_value"] > 0.95 and test["seeds_lost"] == seeds
+            verdict = (f"{t} better" if leaderboard.solid(test) else
+                       f"{e.strategy} better" if leaderboard.solid(test, reverse=True)
                        else "no clear gap")
             lines.append(f"| {task} | {e.strategy} | {test['gap']:+.3f} | {leaderboard.p_text(test['p_value'])} "
                          f"| {won}/{seeds} | {verdict} |")
