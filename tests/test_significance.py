@@ -49,3 +49,5 @@ def test_a_gap_is_solid_only_with_a_small_p_on_every_seed_of_at_least_three():
     # The same clear gap on one seed: the test set cannot vouch for training randomness.
     one = paired_bootstrap(labels, better[:1], guesses[:1], 4)
     assert one["p_value"] < 0.01 and one["seeds_won"] == 1 and not solid(one)
+    two = paired_bootstrap(labels, better[:2], guesses[:2], 4)
+    assert two["seeds_won"] == 2 and not solid(two)

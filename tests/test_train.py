@@ -104,12 +104,16 @@ def test_eval_from_skips_early_evaluations_without_changing_training(data_dir):
         assert parts <= result["wall_time_s"] + 0.05
     with pytest.raises(UserError, match="eval_from"):
         TrainConfig(eval_from=-1)
+    with pytest.raises(UserError, match="past max_steps"):
+        TrainConfig(max_steps=6, eval_from=7)
 
 
-def test_nan_loss_fails_the_trial(data_dir):
-    with pytest.raises(TrialFailed, match="diverged"):
+def test_nan_loss_fails_the_trial_before_dev_is_first_evaluated(data_dir):
+    # Dev is first evaluated at step 6; the loss is checked every 2 steps all the same.
+    with pytest.raises(TrialFailed, match=r"diverged: loss is (nan|inf) at step [24]$"):
         run_trial(TrainConfig(task="iterater", strategy="full-ft", model="tiny-llama", lr=1e30,
-                              max_grad_norm=0, data_dir=str(data_dir), **TINY))
+                              max_grad_norm=0, data_dir=str(data_dir),
+                              **dict(TINY, max_steps=6, eval_from=6)))
 
 
 def test_train_command_writes_result_json(tmp_path, data_dir, capsys):

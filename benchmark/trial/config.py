@@ -72,6 +72,9 @@ class TrainConfig:
             raise UserError("max_steps, batch_size, grad_accum and eval_every must be at least 1")
         if self.eval_from < 0:
             raise UserError("eval_from must be 0 or more")
+        if self.epochs is None and self.eval_from > self.max_steps:
+            raise UserError(f"eval_from ({self.eval_from}) is past max_steps ({self.max_steps}): "
+                            "only the last step would be evaluated")
         if self.epochs is not None and self.epochs <= 0:
             raise UserError("epochs must be positive")
         for name in ("precision", "deepspeed", "input_format", "loss"):

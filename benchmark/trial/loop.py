@@ -59,14 +59,18 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None) -> dict[
             samples += sum(b["labels"].shape[0] for b in micro_batches)
             trainable_counts.append(strategy.trainable_count())
             loss_steps += 1
-            train_seconds += time.perf_counter() - step_started
-
-            at_eval_point = (step + 1) % config.eval_every == 0 and step + 1 >= config.eval_from
-            if at_eval_point or step + 1 == config.max_steps:
-                eval_started = time.perf_counter()
+            last = step + 1 == config.max_steps
+            checkpoint = (step + 1) % config.eval_every == 0 or last
+            evaluate_now = checkpoint and (step + 1 >= config.eval_from or last)
+            if checkpoint:  # the loss is checked even where dev is not evaluated yet
+                # .item() waits for the device's queued work: it is training time.
                 train_loss = backend.mean(loss_sum / loss_steps).item()
                 if not math.isfinite(train_loss):
                     raise TrialFailed(f"training diverged: loss is {train_loss} at step {step + 1}")
+            train_seconds += time.perf_counter() - step_started
+
+            if evaluate_now:
+                eval_started = time.perf_counter()
                 loss_sum.zero_()
                 loss_steps = 0
                 dev = evaluate(dev_set)

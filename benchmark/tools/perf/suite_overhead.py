@@ -125,7 +125,8 @@ def report(m: dict) -> str:
     text = table(["", m["suite"]], rows)
     if "by_strategy" in m:
         per = [[name, b["trials"], f"{b['train_s']:.0f}", f"{b['eval_s']:.0f}", f"{b['setup_s']:.0f}",
-                f"{100 * b['inside_s'] / b['train_s']:.1f}%"] for name, b in m["by_strategy"].items()]
+                f"{100 * b['inside_s'] / b['train_s']:.1f}%" if b["train_s"] else "–"]
+               for name, b in m["by_strategy"].items()]
         text += "\n\n" + table(["strategy", "trials", "training (s)", "evaluation (s)", "set-up (s)",
                                  "not training / training"], per)
     return text
