@@ -20,6 +20,15 @@ GOAL = 0.10  # the issue's goal for `revisions`: under 10% over the training tim
 INSIDE_GOAL = 0.15  # evaluation, loading and snapshots inside the trials: at most 15% of training
 
 
+def _total(runs, metric: str) -> float:
+    return sum(r.data.metrics.get(metric, 0.0) for r in runs)
+
+
+def _entry_name(run) -> str:
+    """The suite entry of an MLflow run (as reporting.runs.RunRecord.strategy reads it)."""
+    return run.data.params.get("entry") or run.data.params["strategy"]
+
+
 def measure(suite_name: str, tracking_uri: str, wall_time_s: float | None = None,
             parallel: int | None = None) -> dict:
     """The latest run's figures; with wall_time_s (a run interrupted and resumed, timed in
@@ -42,8 +51,8 @@ def measure(suite_name: str, tracking_uri: str, wall_time_s: float | None = None
         runs = [r for r in finished if r.info.start_time >= window_start_ms]
         resumed = int(tags.get("last_run.trials_resumed", 0))
     parallel = parallel or int(tags.get("last_run.parallel_trials", 1))
-    train = sum(r.data.metrics.get("train_time_s", 0.0) for r in runs)
-    trial_wall = sum(r.data.metrics.get("wall_time_s", 0.0) for r in runs)
+    train = _total(runs, "train_time_s")
+    trial_wall = _total(runs, "wall_time_s")
     ideal = train / parallel if train else float("nan")
     return {"suite": suite_name, "wall_s": wall, "parallel": parallel, "trials": len(runs),
             "trials_resumed": resumed,
@@ -61,16 +70,15 @@ def inside_split(runs, parallel: int) -> dict:
     timed = [r for r in runs if "eval_time_s" in r.data.metrics]
     if not timed or len(timed) < len(runs):
         return {}
-    metric = lambda rs, name: sum(r.data.metrics.get(name, 0.0) for r in rs)
     by_strategy: dict[str, list] = {}
     for r in timed:
-        by_strategy.setdefault(r.data.params.get("entry") or r.data.params["strategy"], []).append(r)
-    return {"eval_s": metric(timed, "eval_time_s") / parallel,
-            "setup_s": metric(timed, "setup_time_s") / parallel,
-            "by_strategy": {name: {"trials": len(rs), "train_s": metric(rs, "train_time_s"),
-                                   "eval_s": metric(rs, "eval_time_s"),
-                                   "setup_s": metric(rs, "setup_time_s"),
-                                   "inside_s": metric(rs, "wall_time_s") - metric(rs, "train_time_s")}
+        by_strategy.setdefault(_entry_name(r), []).append(r)
+    return {"eval_s": _total(timed, "eval_time_s") / parallel,
+            "setup_s": _total(timed, "setup_time_s") / parallel,
+            "by_strategy": {name: {"trials": len(rs), "train_s": _total(rs, "train_time_s"),
+                                   "eval_s": _total(rs, "eval_time_s"),
+                                   "setup_s": _total(rs, "setup_time_s"),
+                                   "inside_s": _total(rs, "wall_time_s") - _total(rs, "train_time_s")}
                             for name, rs in sorted(by_strategy.items())}}
 
 
@@ -83,7 +91,7 @@ def stage_costs(runs, parallel: int) -> dict:
     if set(stages) != {"select", "final"}:
         return {}
     def entry(r):
-        return r.data.params["task"], r.data.params.get("entry") or r.data.params["strategy"]
+        return r.data.params["task"], _entry_name(r)
 
     candidates: dict[tuple[str, str], set] = {}
     for r in stages["select"]:
@@ -97,7 +105,7 @@ def stage_costs(runs, parallel: int) -> dict:
     # Every candidate on every seed, each costing what the entry's full-budget trials cost.
     grid = sum(sum(walls) / len(walls) * len(candidates.get(e, {1})) * len(seeds[e])
                for e, walls in final_walls.items())
-    wall = {stage: sum(r.data.metrics.get("wall_time_s", 0.0) for r in rs) / parallel
+    wall = {stage: _total(rs, "wall_time_s") / parallel
             for stage, rs in stages.items()}
     return {"select_s": wall["select"], "final_s": wall["final"], "grid_s": grid / parallel,
             "select_trials": len(stages["select"]), "final_trials": len(stages["final"])}
