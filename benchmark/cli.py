@@ -1,4 +1,4 @@
-"""Command line: `python -m benchmark {train,run,leaderboard,list,data,models}`.
+"""Command line: `python -m benchmark {train,run,sync,leaderboard,report,list,data,models}`.
 
 Bad input is one line on stderr and exit status 2, never a traceback.
 """
@@ -14,6 +14,10 @@ from typing import Any
 
 from .core.errors import TrialFailed, UserError
 from .sweep.tracking import DEFAULT_TRACKING_URI
+
+
+VERBOSE_HELP = ("also show the libraries' own warnings and log lines (deprecations, "
+                "kernels not found, Ray and DeepSpeed start-up), filtered out by default")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,6 +44,38 @@ def _parse_options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
+def _add_include_path(parser) -> None:
+    parser.add_argument("--include-path", action="append", metavar="PATH",
+                        help="a .py file or folder of strategies from outside the repository, "
+                        "imported before the registry is read, in Ray workers too (repeatable)")
+
+
+def _parse_search(pairs: list[str]) -> dict[str, list]:
+    """--search KEY=V1,V2 (or KEY=[V1, V2]) as a suite's grid: KEY -> values."""
+    search = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise UserError(f"--search takes KEY=V1,V2, got {pair!r}")
+        key, text = pair.split("=", 1)
+        value = _parse_value(text)
+        values = value if isinstance(value, list) else [_number(v) for v in text.split(",")]
+        search[key.strip().replace("-", "_")] = [_number(v) for v in values]
+    return search
+
+
+def _number(value: Any) -> Any:
+    """YAML reads 3e-4 as text (it wants 3.0e-4): numbers written either way are numbers."""
+    if isinstance(value, str):
+        value = _parse_value(value.strip())
+    if isinstance(value, str):
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .trial.config import add_flags
 
@@ -55,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cpus-per-worker", type=float, default=1)
     train.add_argument("--gpus-per-worker", type=float, default=0)
     train.add_argument("--out", type=Path, help="result JSON (default: results/<task>-<strategy>-<model>-s<seed>.json)")
+    train.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    _add_include_path(train)
 
     run = commands.add_parser("run", help="run a suite on Ray Tune, log to MLflow, print its leaderboard")
     run.add_argument("--suite", default="revisions", help="a shipped suite name or a YAML path")
@@ -64,6 +102,33 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", default=None)
     run.add_argument("--results-dir", type=Path, default=Path("results"))
     run.add_argument("--dry-run", action="store_true", help="print the trial plan and resources, run nothing")
+    run.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    run.add_argument("--tracking-patience", type=float, default=120, metavar="SECONDS",
+                     help="how long the end of a run waits for an MLflow store lost mid-suite "
+                     "before leaving its runs to `sync` (default 120)")
+
+    _add_include_path(run)
+    only = run.add_argument_group(
+        "compare your method", "run only these strategies under the suite's settings, into "
+        "RESULTS_DIR/<suite>+<entry>/, and rank them with the suite's committed trial files")
+    only.add_argument("--only", action="append", metavar="STRATEGY",
+                      help="a registered strategy to run as a new entry (repeatable, or a,b)")
+    only.add_argument("--entry", default=None,
+                      help="the new entry's name on the board (default: the strategy's)")
+    only.add_argument("--option", action="append", metavar="KEY=VALUE",
+                      help="an option of the --only strategy (repeatable)")
+    only.add_argument("--search", action="append", metavar="KEY=V1,V2",
+                      help="values to search for the new entry, e.g. lr=3e-4,1e-3: a staged "
+                      "suite picks among them on its select seeds (default: the strategy's "
+                      "defaults)")
+    only.add_argument("--against", type=Path, default=None, metavar="DIR",
+                      help="the committed results folder (default: RESULTS_DIR/<suite>)")
+
+    sync = commands.add_parser("sync", help="log a suite's FINISHED trial files into MLflow "
+                               "(those it lacks, e.g. after a tracking outage)")
+    sync.add_argument("--suite", default="revisions", help="a shipped suite name or a YAML path")
+    sync.add_argument("--tracking-uri", default=None, help=f"MLflow store (default: {DEFAULT_TRACKING_URI})")
+    sync.add_argument("--results-dir", type=Path, default=Path("results"))
 
     board = commands.add_parser("leaderboard", help="render a suite's leaderboard from MLflow "
                                 "(or from its committed trial files)")
@@ -86,7 +151,22 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--from-results", type=Path, default=None, metavar="DIR",
                         help="read the trial files under DIR/trials instead of MLflow")
 
-    commands.add_parser("list", help="tasks, strategies, models and suites")
+    claims = commands.add_parser("claims", help="write results/<suite>/claims.md: the paper's "
+                                 "claims for the suite's focus strategy, each with a verdict")
+    claims.add_argument("--suite", default=None,
+                        help="suite name or YAML path (default: revisions, or the one the "
+                        "--from-results files record)")
+    claims.add_argument("--tracking-uri", default=None)
+    claims.add_argument("--results-dir", type=Path, default=Path("results"))
+    claims.add_argument("--from-results", type=Path, default=None, metavar="DIR",
+                        help="read the trial files under DIR/trials instead of MLflow")
+    claims.add_argument("--small-results", type=Path, default=None, metavar="DIR",
+                        help="the small-corpus suite's results folder (default: "
+                        "RESULTS_DIR/<suite>-small when it holds trial files)")
+    claims.add_argument("--focus", default=None, help="the strategy to judge (default: the suite's focus)")
+
+    listing = commands.add_parser("list", help="tasks, strategies, models and suites")
+    _add_include_path(listing)
 
     data = commands.add_parser("data", help="corpora: fetch them from their public sources")
     data.add_argument("action", choices=["fetch"])
@@ -130,9 +210,15 @@ def cmd_train(args) -> int:
         start_ray(None)
         result = run_on_workers(config, resources)
     else:
-        result = run_trial(config, on_eval=lambda step, m: print(
-            f"  step {step}: dev macro F1 {m['dev_macro_f1']:.4f}, train loss {m['train_loss']:.4f}",
-            file=sys.stderr))
+        from .trial.progress import StepProgress
+
+        progress = StepProgress(sys.stderr)
+        try:
+            result = run_trial(config, on_step=progress.step, on_eval=lambda step, m: progress.write(
+                f"  step {step}: dev macro F1 {m['dev_macro_f1']:.4f}, "
+                f"train loss {m['train_loss']:.4f}"))
+        finally:
+            progress.close()
     out = args.out or Path("results") / (
         f"{config.task}-{config.strategy}-{Path(config.model).name}-s{config.seed}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -143,47 +229,161 @@ def cmd_train(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from .sweep.lock import suite_lock
     from .sweep.suite import expand_trials, load_suite
     from .sweep.tune_runner import print_plan, run_suite
 
+    if args.only:
+        return _run_only(args)
+    for flag in ("entry", "option", "search", "against"):
+        if getattr(args, flag):
+            raise UserError(f"--{flag} goes with --only STRATEGY (a new entry to compare)")
     suite = load_suite(args.suite)
     if args.dry_run:
         print_plan(suite, expand_trials(suite))
         return 0
     import tasks
 
+    from .sweep import resume, trial_files
     from .trial.models import check_model_reference
 
+    # A precision this machine must not resume with is refused before a model is fetched.
+    folder = trial_files.trials_dir(args.results_dir, suite.name)
+    resume.check_precision(suite, resume.finished_trial_files(folder).values(), folder)
     check_model_reference(suite.model)  # one line now, not a failed trial per strategy
     data_dir = str(tasks.resolve_data_dir(args.data_dir))
     for name in suite.tasks:  # every corpus checked once, here, before Ray starts
         tasks.get_task(name).check_data(data_dir)
     uri = args.tracking_uri or DEFAULT_TRACKING_URI
+    board = args.results_dir / suite.name
+    try:
+        with suite_lock(board):  # a second run of the suite into this folder is refused
+            outcome = run_suite(suite, uri, address=args.address, storage_path=args.storage_path,
+                                data_dir=data_dir, results_dir=args.results_dir,
+                                command=args.command_line,
+                                tracking_patience_s=args.tracking_patience)
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are in their trial files and MLflow; run the same "
+              "command to resume", file=sys.stderr)
+        return 130
+    print()
+    # Without MLflow the leaderboard comes from the trial files, which hold every trial.
+    print(_write_leaderboard(suite.name, None if outcome.untracked else uri, args.results_dir,
+                             suite.focus))
+    print(f"\nleaderboard written to {board}/leaderboard.md and .html")
+    if outcome.failed:
+        print(f"{outcome.failed} trial(s) failed: their errors are in {board}/trials/*.json "
+              f"(\"status\": \"FAILED\") and in MLflow ({uri}, tag error)", file=sys.stderr)
+    if outcome.untracked:
+        print(f"tracking degraded: {outcome.untracked} finished trial(s) are in {board}/trials "
+              f"but not in MLflow ({uri}, which stopped answering); `python -m benchmark sync "
+              f"--suite {args.suite}` logs them once it answers (the next run does too)",
+              file=sys.stderr)
+    return 1 if outcome.failed else EXIT_TRACKING_DEGRADED if outcome.untracked else 0
+
+
+EXIT_TRACKING_DEGRADED = 3  # every trial ran and is in its file; MLflow lacks some runs
+
+
+def _run_only(args) -> int:
+    """`run --only`: the new entries' trials, then a board and report ranking them with the
+    suite's committed trial files (benchmark/sweep/compare.py says how)."""
+    import dataclasses
+    import json
+    import time
+
+    import tasks
+
+    from .reporting.report import render_report
+    from .reporting.runs import RunSource, from_results
+    from .sweep import compare
+    from .sweep.suite import entry_name, expand_trials
+    from .sweep.trial_files import trials_dir
+    from .sweep.tune_runner import print_plan, run_suite
+    from .trial.models import check_model_reference
+
+    started = time.time()
+    strategies = [s.strip() for text in args.only for s in text.split(",") if s.strip()]
+    specs = compare.new_entry_specs(strategies, _parse_options(args.option),
+                                    _parse_search(args.search), args.entry)
+    base, suite = compare.suite_with_entries(args.suite, specs)
+    against = args.against or args.results_dir / base.name
+    files = compare.committed_files(against, list(specs))
+    check_model_reference(suite.model)
+    data_dir = str(tasks.resolve_data_dir(args.data_dir))
+    for name in suite.tasks:
+        tasks.get_task(name).check_data(data_dir)
+    here = compare.fingerprint_here(base, data_dir)
+    compare.check_same_setup(compare.fingerprint_of_files(files), here, against, base.name)
+    if args.dry_run:
+        trials = [t for t in expand_trials(suite) if entry_name(t) in specs]
+        only_new = {k: v for k, v in suite.strategies.items() if k in specs}
+        print_plan(dataclasses.replace(suite, strategies=only_new), trials)
+        print(f"ranked with the {len(files)} committed trial files in {against} (same setup)")
+        return 0
+    out = args.results_dir / suite.name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.json").write_text(json.dumps(
+        {"suite": base.name, "committed": str(against), "entries": specs,
+         "fingerprint": compare.fingerprint_record(here)}, indent=1) + "\n")
+    print(f"{', '.join(specs)} under suite {base.name}'s settings, ranked with the "
+          f"{len(files)} committed trial files in {against}", flush=True)
+    uri = args.tracking_uri or DEFAULT_TRACKING_URI
     try:
         failed = run_suite(suite, uri, address=args.address, storage_path=args.storage_path,
                            data_dir=data_dir, results_dir=args.results_dir,
-                           command=args.command_line)
+                           command=args.command_line, entries=set(specs),
+                           tracking_patience_s=args.tracking_patience).failed
     except KeyboardInterrupt:
         print("interrupted: finished trials are in MLflow; run the same command to resume",
               file=sys.stderr)
         return 130
+    committed, _, _ = from_results(against)
+    new, _, _ = from_results(out)
+    report = render_report(suite.name, committed + new,
+                           RunSource("results", str(against), also=str(out)),
+                           args.results_dir, suite.focus)
     print()
-    print(_write_leaderboard(suite.name, uri, args.results_dir, suite.focus))
-    board = args.results_dir / suite.name
-    print(f"\nleaderboard written to {board}/leaderboard.md and .html")
+    print((out / "leaderboard.md").read_text())
+    print(f"leaderboard and report written to {out}/leaderboard.md, .html and {report.name}; "
+          f"new trial files in {trials_dir(args.results_dir, suite.name)} "
+          f"({(time.time() - started) / 60:.1f} min)")
     if failed:
-        print(f"{failed} trial(s) failed: their errors are in {board}/trials/*.json "
-              f"(\"status\": \"FAILED\") and in MLflow ({uri}, tag error)", file=sys.stderr)
+        print(f"{failed} trial(s) failed: their errors are in {out}/trials/*.json",
+              file=sys.stderr)
         return 1
     return 0
 
 
-def _write_leaderboard(suite: str, uri: str, results_dir: Path, focus: str | None) -> str:
+def _write_leaderboard(suite: str, uri: str | None, results_dir: Path, focus: str | None) -> str:
+    """The leaderboard from MLflow, or (uri None) from the suite's trial files."""
     from .reporting import leaderboard
-    from .reporting.runs import from_mlflow
+    from .reporting.runs import from_mlflow, from_results
 
-    records, source = from_mlflow(suite, uri)
+    if uri is None:
+        records, source, _ = from_results(results_dir / suite)
+    else:
+        records, source = from_mlflow(suite, uri)
     return leaderboard.write_board(suite, leaderboard.collect(records), source, results_dir, focus)
+
+
+def cmd_sync(args) -> int:
+    from .sweep import resume, trial_files
+    from .sweep.tracking import connect, experiment_id, finished_results
+
+    name, _ = _suite_name_and_focus(args.suite)
+    folder = trial_files.trials_dir(args.results_dir, name)
+    on_disk = resume.finished_trial_files(folder)
+    if not on_disk:
+        raise UserError(f"no FINISHED trial files under {folder}")
+    uri = args.tracking_uri or DEFAULT_TRACKING_URI
+    client = connect(uri)
+    exp_id = experiment_id(client, name, uri)
+    logged = resume.restore_runs(client, exp_id, name, on_disk, sorted(on_disk),
+                                 finished_results(client, exp_id))
+    print(f"synced {logged} trial file(s) from {folder} into {uri} "
+          f"({len(on_disk) - logged} were there already)")
+    return 0
 
 
 def _records(args):
@@ -230,6 +430,24 @@ def cmd_report(args) -> int:
     name, records, source, focus = _records(args)
     path = render_report(name, records, source, args.results_dir, focus)
     print(f"report written to {path}")
+    return 0
+
+
+def cmd_claims(args) -> int:
+    from .reporting.claims import render_claims
+    from .reporting.runs import from_results
+
+    name, records, source, focus = _records(args)
+    focus = args.focus or focus
+    if not focus:
+        raise UserError(f"suite {name!r} names no focus strategy: give --focus")
+    small_dir = args.small_results or args.results_dir / f"{name}-small"
+    small = None
+    if args.small_results is not None or (small_dir / "trials").is_dir():
+        small_records, small_source, _ = from_results(small_dir)
+        small = (small_records, small_source)
+    path = render_claims(name, records, source, focus, args.results_dir, small)
+    print(f"claims written to {path}")
     return 0
 
 
@@ -285,11 +503,13 @@ def cmd_models(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "run": cmd_run, "leaderboard": cmd_leaderboard,
-            "report": cmd_report, "list": cmd_list, "data": cmd_data, "models": cmd_models}
+COMMANDS = {"train": cmd_train, "run": cmd_run, "sync": cmd_sync, "leaderboard": cmd_leaderboard,
+            "report": cmd_report, "claims": cmd_claims, "list": cmd_list, "data": cmd_data,
+            "models": cmd_models}
 
 
-PATH_ARGUMENTS = ("data_dir", "results_dir", "storage_path", "out", "from_results")
+PATH_ARGUMENTS = ("data_dir", "results_dir", "storage_path", "out", "from_results",
+                  "small_results", "against")
 
 
 def absolute_paths(args) -> None:
@@ -308,14 +528,33 @@ def absolute_paths(args) -> None:
         value = getattr(args, name, None)
         if value and looks_like_path(value):
             setattr(args, name, absolute(value))
+    if getattr(args, "include_path", None):
+        args.include_path = [absolute(p) for p in args.include_path]
+
+
+def use_include_paths(paths: list[str] | None) -> None:
+    """--include-path: the strategies registry imports these (now and in every Ray worker,
+    which inherits the variable); each is checked here, one line if it fails to import."""
+    if not paths:
+        return
+    from strategies import INCLUDE_ENV, STRATEGIES
+
+    earlier = [p for p in os.environ.get(INCLUDE_ENV, "").split(os.pathsep) if p]
+    os.environ[INCLUDE_ENV] = os.pathsep.join(dict.fromkeys([*earlier, *paths]))
+    STRATEGIES.names()  # imports them now: a missing file or a broken module is one line
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .core.quiet import quiet
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Before anything imports the libraries; Ray's workers inherit the choice.
+    quiet("--verbose" in (sys.argv[1:] if argv is None else argv))
     try:
         args = build_parser().parse_args(argv)
         args.command_line = ["python", "-m", "benchmark", *(sys.argv[1:] if argv is None else argv)]
         absolute_paths(args)
+        use_include_paths(getattr(args, "include_path", None))
         return COMMANDS[args.command](args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -55,8 +55,7 @@ class GaLore(Strategy):
                 if isinstance(module, nn.Linear) and module.weight.requires_grad]
 
     def build_optimizer(self, lr: float, weight_decay: float):
-        from galore_torch import GaLoreAdamW
-
+        GaLoreAdamW = galore_adamw_class()
         projected = self.projected_params()
         chosen = {id(p) for p in projected}
         head = {id(p) for p in self.parts.head}
@@ -69,3 +68,27 @@ class GaLore(Strategy):
                    "proj_type": c.proj_type}]
         return GaLoreAdamW([g for g in groups if g["params"]], lr=lr,
                            weight_decay=weight_decay, no_deprecation_warning=True)
+
+
+def galore_adamw_class():
+    """galore_torch's AdamW. The package's __init__ also imports its 8-bit AdamW, which
+    needs bitsandbytes (a wheel of CUDA kernels, too big to carry to the GPU machine) that
+    the plain AdamW never calls: without bitsandbytes, its adamw module is loaded under a
+    bare package object, so that __init__ does not run."""
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    if "galore_torch" not in sys.modules:
+        if importlib.util.find_spec("bitsandbytes") is not None:
+            import galore_torch  # noqa: F401  (the whole package, as published)
+        else:
+            spec = importlib.util.find_spec("galore_torch")
+            if spec is None or not spec.submodule_search_locations:
+                raise ModuleNotFoundError("No module named 'galore_torch'", name="galore_torch")
+            package = types.ModuleType("galore_torch")
+            package.__path__ = list(spec.submodule_search_locations)
+            package.__spec__ = spec
+            sys.modules["galore_torch"] = package
+    return importlib.import_module("galore_torch.adamw").AdamW

@@ -44,6 +44,11 @@ class LayerwiseStrategy(Strategy):
     # Train the embeddings at every step too (LISA does; IR-Tuning and RST do not).
     trains_embeddings: ClassVar[bool] = False
 
+    @property
+    def trains_head(self) -> bool:
+        """Whether the head (final norm, pooler, classifier) trains at every step."""
+        return True
+
     def __init__(self, config: LayerwiseConfig, seed: int = 0):
         super().__init__(config, seed)
         self.rng = np.random.default_rng(seed)  # same seed on every worker: same choices
@@ -72,7 +77,7 @@ class LayerwiseStrategy(Strategy):
         self.model = model
         self.parts = split_model(model)
         self.block_params = [self._trainable_in_block(b) for b in self.parts.blocks]
-        self.always_params = list(self.parts.head)
+        self.always_params = list(self.parts.head) if self.trains_head else []
         if self.trains_embeddings:
             self.always_params = list(self.parts.embeddings) + self.always_params
         for p in self.always_params:
@@ -97,7 +102,9 @@ class LayerwiseStrategy(Strategy):
         embeddings = [p for p in self.always_params if id(p) not in head]
         if embeddings:
             groups.append({"params": embeddings, "name": "always"})
-        groups.append({"params": [p for p in self.always_params if id(p) in head], "name": "head"})
+        head_params = [p for p in self.always_params if id(p) in head]
+        if head_params:  # a frozen head gets no group, rather than an empty one
+            groups.append({"params": head_params, "name": "head"})
         return groups
 
     @property

@@ -55,3 +55,16 @@ def test_precision_script_trains_fp32_and_bf16_at_the_same_seed(data_dir, capsys
     rows = [line.split("|") for line in out.splitlines() if line.startswith("| lora |")]
     assert [r[2].strip() for r in rows] == ["fp32", "bf16"]
     assert rows[0][4].strip() == "1.00x" and float(rows[1][3]) > 0
+
+
+def test_peer_runs_the_same_trial_through_the_loop_and_the_trainer(data_dir):
+    from benchmark.tools.perf import peer
+
+    args = peer.build_parser().parse_args(["--model", "tiny-llama", "--batch-size", "4",
+                                           "--data-dir", str(data_dir)])
+    for strategy in ("full-ft", "lora"):
+        config = peer.config_for(strategy, args, seed=0, steps=2)
+        assert config.lr == peer.DEFAULT_LR[strategy] and config.eval_every == 2
+        for run in (peer.run_loop, peer.run_trainer):
+            figures = run(config)
+            assert figures["samples_per_s"] > 0 and 0 <= figures["test_macro_f1"] <= 1

@@ -12,11 +12,12 @@ from benchmark.trial.config import TrainConfig
 from benchmark.trial.step import optimizer_step
 from strategies import STRATEGIES, get_strategy, list_strategies
 from strategies.blocks import split_model
+from strategies.ir_tuning import select_layers
 
 LAYERWISE = [
     ("ir-tuning", {"adapter": "lora"}),
     ("ir-tuning", {"adapter": "none"}),
-    ("ir-tuning", {"adapter": "none", "metric": "cosine", "split_num": 2}),
+    ("ir-tuning", {"adapter": "none", "metric": "cosine"}),
     ("ir-tuning", {"adapter": "lora", "metric": "weight"}),
     ("lisa", {"interval": 1}),
     ("lisa", {"adapter": "lora", "interval": 2}),
@@ -32,13 +33,13 @@ def _batch(tokenizer, n=4):
     return dict(enc)
 
 
-def _setup(model_name, strategy_name, options, seed=0):
+def _setup(model_name, strategy_name, options, seed=0, **train_options):
     """The trial's own set-up, without data: AdamW at lr 1e-2 (the schedule is never
     stepped here) and weight decay 0.1, so any block the optimizer touches moves."""
     trial = build_trial(TrainConfig(model=model_name, strategy=strategy_name,
                                     strategy_options=options, seed=seed, lr=1e-2,
                                     weight_decay=0.1, warmup_steps=0, max_steps=100,
-                                    device="cpu", precision="fp32"),
+                                    device="cpu", precision="fp32", **train_options),
                         num_labels=3, with_data=False)
     trial.attach_probe_batches(itertools.repeat(_batch(trial.tokenizer)))  # for IST's probes
     return trial.model, trial.tokenizer, trial.strategy, trial.optimizer
@@ -63,7 +64,10 @@ def test_frozen_blocks_stay_bit_for_bit_unchanged(model_name, strategy_name, opt
                   for b in strategy.parts.blocks]
         optimizer_step(model, strategy, optimizer, [batch], step)
         selected = set(strategy.selection_trace[-1])
-        assert selected, "a layer-wise strategy must train some block"
+        if options.get("metric") == "cosine" and step == 0:
+            assert not selected  # every similarity is still 1.0: no block, as the reference
+        else:
+            assert selected, "a layer-wise strategy must train some block"
         # Weight decay 0.1 and momentum would move any block the optimizer touched.
         assert _blocks_changed(strategy, before) == selected
 
@@ -78,8 +82,13 @@ def test_every_other_layerwise_strategy_keeps_frozen_blocks_unchanged(strategy_n
 
 
 def test_every_strategy_is_registered():
-    assert set(list_strategies()) == {"full-ft", "lora", "ir-tuning", "lisa", "random-layers",
-                                      "head-only", "ist", "badam", "galore", "top-layers"}
+    from strategies import STRATEGIES
+
+    # The repository's own (tests/test_compare.py registers outside ones in this process).
+    shipped = {name for name, cls in STRATEGIES.items() if cls.__module__.startswith("strategies.")}
+    assert shipped == {"full-ft", "lora", "ir-tuning", "lisa", "random-layers",
+                       "head-only", "ist", "badam", "galore", "top-layers"}
+    assert shipped <= set(list_strategies())
 
 
 @pytest.mark.parametrize("strategy_name", ["full-ft", "lora"])
@@ -136,6 +145,122 @@ def test_ir_tuning_reads_gradients_to_host_once_per_step(monkeypatch):
     model(**_batch(tokenizer)).loss.backward()
     strategy.after_backward(0)
     assert calls == {"item": 0, "tolist": 1}
+
+
+def _head_snapshot(strategy):
+    return [p.detach().clone() for p in strategy.parts.head]
+
+
+def test_ir_tuning_train_head_false_keeps_the_random_head_bit_for_bit():
+    # head_lr given: the loop looks for a "head" group, which a frozen head does not have.
+    model, tokenizer, strategy, optimizer = _setup(
+        "tiny-llama", "ir-tuning", {"adapter": "lora", "train_head": False}, head_lr=1e-2)
+    head_before = _head_snapshot(strategy)
+    assert head_before and not any(p.requires_grad for p in strategy.parts.head)
+    assert "head" not in {g.get("name") for g in optimizer.param_groups}
+    batch = _batch(tokenizer)
+    for step in range(3):
+        before = [{n: p.detach().clone() for n, p in b.named_parameters()}
+                  for b in strategy.parts.blocks]
+        optimizer_step(model, strategy, optimizer, [batch], step)
+        selected = set(strategy.selection_trace[-1])
+        assert selected and _blocks_changed(strategy, before) == selected
+        # What moved in the selected blocks is LoRA only.
+        for i in selected:
+            for name, p in strategy.parts.blocks[i].named_parameters():
+                assert torch.equal(before[i][name], p.detach()) or "lora_" in name
+    assert all(torch.equal(a, p.detach()) for a, p in zip(head_before, strategy.parts.head))
+    assert not any(p in optimizer.state for p in strategy.parts.head)
+
+
+def test_ir_tuning_trains_the_head_by_default():
+    model, tokenizer, strategy, optimizer = _setup("tiny-llama", "ir-tuning", {"adapter": "lora"})
+    head_before = _head_snapshot(strategy)
+    assert "head" in {g.get("name") for g in optimizer.param_groups}
+    optimizer_step(model, strategy, optimizer, [_batch(tokenizer)], 0)
+    assert all(not torch.equal(a, p.detach()) for a, p in zip(head_before, strategy.parts.head))
+
+
+@pytest.mark.parametrize("model_name,targets,projection_name", [
+    # o_proj carries LoRA here, so base + delta and base differ once B is non-zero.
+    ("tiny-llama", ["o_proj", "q_proj"], "self_attn.o_proj"),
+    ("minilm", ["attention.self.query", "attention.self.key", "attention.self.value",
+                "intermediate.dense", "output.dense"], "attention.output.dense"),
+])
+def test_ir_tuning_weight_metric_scores_the_base_output_projection(model_name, targets,
+                                                                   projection_name):
+    model, _, strategy, _ = _setup(model_name, "ir-tuning", {
+        "adapter": "lora", "metric": "weight", "target_modules": targets, "lora_r": 2})
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.fill_(0.5)  # a LoRA delta the score must leave out
+    expected = []
+    for block in strategy.parts.blocks:
+        projection = block.get_submodule(projection_name)
+        weight = getattr(projection, "base_layer", projection).weight
+        expected.append(float(weight.detach().double().norm()))
+        if hasattr(projection, "get_delta_weight"):
+            merged = weight + projection.get_delta_weight("default")
+            assert float(merged.double().norm()) != pytest.approx(expected[-1], rel=1e-3)
+    chosen = strategy.before_step(0)
+    assert list(strategy.scores) == pytest.approx(expected, rel=1e-5)  # fp32 against fp64
+    assert chosen == select_layers(strategy.scores, metric="weight")
+
+
+def _reference_similarity(hidden_in, hidden_out):
+    """CosineSimilarityTracker.compute_and_reset, as the reference writes it."""
+    before, after = hidden_in.double().mean(dim=0), hidden_out.double().mean(dim=0)
+    before_norm = before / before.norm(dim=1, keepdim=True)
+    after_norm = after / after.norm(dim=1, keepdim=True)
+    cos_sim = torch.mm(before_norm, after_norm.t())
+    return float(torch.trace(cos_sim) / cos_sim.size(0))
+
+
+def _record_first_forward(strategy):
+    """Each block's input and output hidden states of the first forward after a reset."""
+    recorded = {}
+
+    def hook_for(i):
+        def hook(module, args, kwargs, output):
+            if i not in recorded:
+                hidden_in = args[0] if args else kwargs["hidden_states"]
+                hidden_out = output[0] if isinstance(output, tuple) else output
+                recorded[i] = (hidden_in.detach().clone(), hidden_out.detach().clone())
+        return hook
+
+    for i, block in enumerate(strategy.parts.blocks):
+        block.register_forward_hook(hook_for(i), with_kwargs=True)
+    return recorded
+
+
+def test_ir_tuning_cosine_scores_the_first_training_micro_batch_only():
+    model, tokenizer, strategy, optimizer = _setup("tiny-llama", "ir-tuning",
+                                                   {"adapter": "lora", "metric": "cosine"})
+    first = _batch(tokenizer)
+    second = tokenizer(["An entirely different pair."] * 4, ["Yes, quite different."] * 4,
+                       padding=True, return_tensors="pt")
+    second = {**second, "labels": torch.arange(4) % 3}
+    recorded = _record_first_forward(strategy)
+    optimizer_step(model, strategy, optimizer, [first, second], 0)
+    assert strategy.selection_trace[0] == []  # all similarities 1.0: nothing to split
+    expected = [_reference_similarity(*recorded[i]) for i in range(strategy.num_blocks)]
+    assert list(strategy.scores) == pytest.approx(expected, rel=1e-5)
+    assert len(set(expected)) == strategy.num_blocks
+
+    with torch.no_grad():  # an evaluation forward between steps is not scored
+        model.eval()
+        model(**second)
+        model.train()
+    assert list(strategy.scores) == pytest.approx(expected, rel=1e-5)
+    chosen = strategy.before_step(1)
+    assert chosen == select_layers(expected, metric="cosine") and chosen
+
+    recorded.clear()
+    model(**second).loss.backward()
+    strategy.after_backward(1)
+    rescored = [_reference_similarity(*recorded[i]) for i in range(strategy.num_blocks)]
+    assert list(strategy.scores) == pytest.approx(rescored, rel=1e-5)
 
 
 def test_optimizer_state_drop_and_offload():
@@ -216,5 +341,9 @@ def test_bad_options_are_one_line_user_errors():
         get_strategy("lisa", {"gama": 3})
     with pytest.raises(UserError, match="adapter"):
         get_strategy("ir-tuning", {"adapter": "bottleneck"})
+    with pytest.raises(UserError, match="train_head"):  # nothing at all would train at step one
+        get_strategy("ir-tuning", {"metric": "cosine", "train_head": False})
+    with pytest.raises(UserError, match="option train_head=maybe is not valid; it takes true or false"):
+        get_strategy("ir-tuning", {"train_head": "maybe"})
     with pytest.raises(UserError, match="unknown strategy"):
         get_strategy("magic")

@@ -302,6 +302,20 @@ def test_random_search_draws_the_same_configurations_on_every_load(tmp_path):
     assert {t["options"]["lora_r"] for t in first} == {4, 8}  # the old name r, made current
 
 
+def test_an_entry_may_run_on_its_own_seeds_without_changing_the_others(tmp_path, capsys):
+    strategies = {"lora": {}, "lora-one-seed": {"strategy": "lora", "seeds": [1]}}
+    trials = expand_trials(load_suite(str(_suite_file(tmp_path, "seeds", strategies, seeds=[0, 1, 2]))))
+    seeds = {}
+    for t in trials:
+        seeds.setdefault(t.get("entry", t["strategy"]), []).append(t["seed"])
+    assert seeds == {"lora": [0, 1, 2], "lora-one-seed": [1]}
+    plain = expand_trials(load_suite(str(_suite_file(tmp_path, "plain", {"lora": {}}, seeds=[0, 1, 2]))))
+    assert [t for t in trials if "entry" not in t] == plain  # the other entries' trial keys hold
+    bad = _suite_file(tmp_path, "badseeds", {"lora": {"seeds": []}})
+    assert main(["run", "--suite", str(bad), "--dry-run"]) == 2
+    assert "strategies.lora.seeds must be a non-empty list" in capsys.readouterr().err
+
+
 def test_distribution_under_grid_search_is_refused(tmp_path, capsys):
     path = _suite_file(tmp_path, "badgrid", {"lora": {"search": {"lr": {"uniform": [0.1, 0.2]}}}})
     assert main(["run", "--suite", str(path), "--dry-run"]) == 2

@@ -143,3 +143,41 @@ def test_steps_to_converge():
     assert steps_to_converge(history) == 30  # 0.495 >= 0.98 * 0.50
     assert steps_to_converge(history, tolerance=0.0) == 40
     assert steps_to_converge([]) is None
+
+
+def test_learning_curve_points_are_the_same_from_dev_predictions_or_their_own_evaluation(data_dir):
+    # Dev holds the curve's rows (eval_limit >= curve_limit, the same seeded shuffle): the
+    # last point comes out of dev's predictions; with a smaller dev, the subset is
+    # evaluated on its own. Training is identical, so every point must match.
+    base = dict(TINY, max_steps=4, eval_every=4, curve_every=2, curve_limit=16)
+    shared = run_trial(TrainConfig(task="iterater", strategy="lora", model="tiny-llama",
+                                   data_dir=str(data_dir), **base))
+    alone = run_trial(TrainConfig(task="iterater", strategy="lora", model="tiny-llama",
+                                  data_dir=str(data_dir), **{**base, "eval_limit": 8}))
+    assert [p["step"] for p in shared["curve"]] == [2, 4] and shared["curve_rows"] == 16
+    for a, b in zip(shared["curve"], alone["curve"]):
+        assert (a["macro_f1"], a["accuracy"]) == (b["macro_f1"], b["accuracy"])
+    first, last = shared["curve"]
+    assert 0 < first["train_time_s"] <= last["train_time_s"] <= shared["train_time_s"]
+    assert 0 < first["train_cpu_s"] <= last["train_cpu_s"]
+    assert run_trial(TrainConfig(task="iterater", strategy="lora", model="tiny-llama",
+                                 data_dir=str(data_dir), **TINY))["curve"] == []  # off by default
+    with pytest.raises(UserError, match="curve_every"):
+        TrainConfig(curve_every=-1)
+
+
+def test_curve_point_from_dev_predictions_scores_only_the_subset_rows():
+    from datasets import Dataset
+
+    from benchmark.trial import data
+    from benchmark.trial.loop import _add_curve_point
+
+    subset = Dataset.from_dict({data.ID_COLUMN: ["a", "b", "c"], "labels": [0, 1, 2]})
+    predictions = {"a": {"label": 0, "predicted": 0}, "b": {"label": 1, "predicted": 1},
+                   "c": {"label": 2, "predicted": 0}, "d": {"label": 2, "predicted": 1}}
+    curve = []
+    assert _add_curve_point(curve, {"step": 5}, predictions, subset, 3)
+    assert curve[0]["step"] == 5 and curve[0]["accuracy"] == pytest.approx(2 / 3)
+    assert curve[0]["macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)  # "d" is not counted
+    del predictions["c"]
+    assert not _add_curve_point(curve, {"step": 6}, predictions, subset, 3) and len(curve) == 1

@@ -11,7 +11,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import convergence
 from .runs import RunRecord, RunSource
+from .selection import selection_lines
 
 
 @dataclass
@@ -217,13 +219,18 @@ def markdown(suite: str, board: dict[str, list[Entry]], source: RunSource,
     lines += _model_lines(board)
     for task, entries in board.items():
         staged = any(e.candidates for e in entries)
+        target = convergence.task_target(entries)
+        # With a learning curve, time to target replaces steps-to-converge (relative to each
+        # run's own best, which says little when every run is still improving).
+        speed_head = ("steps to target | s to target" if target else "steps to converge")
         lines += [f"## {task}", "",
                   "| rank | strategy | test macro F1 | p vs #1 | test acc | dev macro F1 | seeds "
-                  "| steps to converge | peak memory (MiB) | wall time (s) | trainable share "
+                  f"| {speed_head} | peak memory (MiB) | wall time (s) | trainable share "
                   "| chosen hyperparameters |" + (" chosen from (stage one: mean dev macro F1) |"
                                                   if staged else ""),
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if staged else "")]
-        blank = " |" if staged else ""
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if target else "")
+                  + ("---|" if staged else "")]
+        blank = (" |" if staged else "") + (" |" if target else "")
         for rank, e in enumerate(entries, 1):
             if not e.runs:
                 error = e.failed[0].tags.get("error", "failed") if e.failed else "no finished run"
@@ -239,7 +246,7 @@ def markdown(suite: str, board: dict[str, list[Entry]], source: RunSource,
                 f"| {rank} | {e.strategy} | {_fmt(e.mean('test_macro_f1'))}{spread} "
                 f"| {'' if rank == 1 else _p_cell(tests.get((task, e.strategy)))} "
                 f"| {_fmt(e.mean('test_accuracy'))} | {_fmt(e.mean('dev_best_macro_f1'))} "
-                f"| {len(e.runs)}{failed} | {_fmt(e.mean('steps_to_converge'), 0)} "
+                f"| {len(e.runs)}{failed} | {_speed_cells(e, target)} "
                 f"| {_fmt(e.mean('peak_memory_mb'), 0)} | {_fmt(e.mean('wall_time_s'), 0)} "
                 f"| {_fmt(100 * share if share is not None else None, 2)}% | {_hyper_text(e.config)} |"
                 + chosen_from)
@@ -247,8 +254,18 @@ def markdown(suite: str, board: dict[str, list[Entry]], source: RunSource,
         if majority is not None:
             lines.append(f"| – | majority class (floor) | {_fmt(majority)} | | | | | | | | | "
                          "predicts the train split's most frequent label |" + blank)
-        lines += ["", *_gap_lines(task, entries, tests), ""]
+        notes = ([convergence.target_line(target)] if target else []) + selection_lines(entries)
+        lines += ["", *[x for note in notes for x in (note, "")], *_gap_lines(task, entries, tests), ""]
     return "\n".join(lines)
+
+
+def _speed_cells(entry: Entry, target) -> str:
+    if target is None:
+        return _fmt(entry.mean("steps_to_converge"), 0)
+    timed = convergence.entry_time(entry, target)
+    if timed is None:
+        return "– | –"
+    return f"{timed.text()} | {timed.text(seconds=True)}"
 
 
 def _gap_lines(task: str, entries: list[Entry], tests: dict) -> list[str]:

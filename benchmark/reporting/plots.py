@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import convergence
+
 
 def focus_slug(focus: str) -> str:
     """A strategy name as it appears in file names: ir-tuning -> ir_tuning."""
@@ -31,15 +33,20 @@ def write_plots(board: dict, out_dir: Path, focus: str | None = None) -> list[Pa
         ax.set(title=task, xlabel="peak memory (MiB)", ylabel="test macro F1")
         ax.legend(fontsize=8)
     paths.append(save(fig, out_dir / "f1_vs_memory.png"))
-    # 2. dev F1 over steps (first seed of each chosen configuration)
+    # 2. dev F1 over steps: the learning curve's seed mean where runs recorded one (with
+    # the task's target), else the first seed's dev evaluations
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
+        target = convergence.task_target(board[task])
         for e in board[task]:
             if e.runs:
-                points = e.runs[0].dev_curve()
+                points = _mean_curve(e) if target else e.runs[0].dev_curve()
                 if points:
                     ax.plot(*zip(*points), marker=".", label=e.strategy)
-        ax.set(title=task, xlabel="step", ylabel="dev macro F1")
+        if target:
+            ax.axhline(target.value, color="0.5", linestyle="--", linewidth=1, label="target")
+        ax.set(title=task, xlabel="step", ylabel=(f"dev-subset macro F1 ({target.rows} rows, seed mean)"
+                                                  if target else "dev macro F1"))
         ax.legend(fontsize=8)
     paths.append(save(fig, out_dir / "dev_f1_curves.png"))
     # 3. which blocks the focus strategy trained at which step
@@ -59,6 +66,16 @@ def write_plots(board: dict, out_dir: Path, focus: str | None = None) -> list[Pa
             ax.set(title=f"{focus}: blocks trained per step, {task}", xlabel="step", ylabel="block")
         paths.append(save(fig, out_dir / f"{focus_slug(focus)}_selection.png"))
     return paths
+
+
+def _mean_curve(entry) -> list[tuple[int, float]]:
+    """The learning curve averaged over the entry's runs, at the steps all of them share."""
+    curves = [{p["step"]: p["macro_f1"] for p in convergence.curve(r)} for r in entry.runs]
+    curves = [c for c in curves if c]
+    if not curves:
+        return []
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    return [(s, sum(c[s] for c in curves) / len(curves)) for s in steps]
 
 
 def save(fig, path: Path) -> Path:

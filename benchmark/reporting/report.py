@@ -15,6 +15,7 @@ from pathlib import Path
 from . import leaderboard
 from .plots import focus_slug, save
 from .runs import RunRecord, RunSource
+from .selection import dynamics
 
 # The IR-Tuning reference code's training setup (docs/ir-tuning.md), for the comparison table.
 REFERENCE_SETTINGS = {
@@ -151,11 +152,12 @@ def _selection_section(traces: dict[str, list[list[str]]], frequency_plot: str |
         frequency = selection_frequency(task_traces)
         if not frequency:
             continue
-        per_step = [row.count("1") for trace in task_traces for row in trace]
+        found = dynamics(task_traces)
+        steps = sum(len(trace) for trace in task_traces)
         lines += [f"### {task}", "",
-                  f"{len(task_traces)} run(s), {len(per_step)} steps; "
-                  f"{statistics.fmean(per_step):.1f} of {len(frequency)} blocks trained per step "
-                  f"on average (min {min(per_step)}, max {max(per_step)}).", "",
+                  f"{found.runs} run(s), {steps} steps; "
+                  f"{found.mean_per_step:.1f} of {found.blocks} blocks trained per step "
+                  f"on average (min {found.fewest}, max {found.most}).", "",
                   "| block | " + " | ".join(str(i) for i in range(len(frequency))) + " |",
                   "|---|" + "---|" * len(frequency),
                   "| % of steps | " + " | ".join(f"{100 * f:.0f}" for f in frequency) + " |", ""]
@@ -236,7 +238,8 @@ def _settings_table(board, focus: str | None) -> list[str]:
             params.get("opt.lora_r", 32), params.get("opt.lora_alpha", 64),
             params.get("opt.lora_dropout", 0.05), params.get("opt.target_modules", "every linear layer"))
             if adapter == "lora" else "none: whole blocks train"),
-        "learning rate": f"{params.get('config.lr', '?')} (dev-selected), linear decay",
+        "learning rate": f"{params.get('config.lr', '?')} "
+                         f"({'dev-selected' if ir.candidates else 'set by the suite'}), linear decay",
         "warm-up steps": params.get("config.warmup_steps", "?"),
         "weight decay": params.get("config.weight_decay", "?"),
         "training length": f"{steps} steps{epochs}",

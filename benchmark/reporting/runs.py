@@ -60,10 +60,14 @@ class RunSource:
     """Where a board's runs came from, for the heading and the commit/device line."""
     kind: str  # "mlflow" or "results"
     location: str
+    also: str | None = None  # a second results folder merged in: `run --only`'s new entries
 
     def describe(self) -> str:
         if self.kind == "mlflow":
             return f"MLflow `{self.location}`"
+        if self.also:
+            return (f"the committed trial files `{_relative_to_cwd(self.location)}` and the "
+                    f"new entries' `{_relative_to_cwd(self.also)}`")
         return f"trial files `{_relative_to_cwd(self.location)}`"
 
 

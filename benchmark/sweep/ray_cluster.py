@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 from pathlib import Path
 
 from ..core.errors import UserError
@@ -42,7 +44,15 @@ def start_ray(address: str | None):
             raise UserError(f"cannot join the Ray cluster at {address}: {' '.join(str(error).split())[:200]}") from None
     else:
         ray.init(num_cpus=os.cpu_count(), **kwargs)
+    # ray.init installs a SIGTERM handler that aborts the driver (status -6, no clean-up);
+    # `kill PID` stops a suite as Ctrl-C does instead: finished trials kept, status 130.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     return True
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def resolve_storage_path(storage_path: str | None) -> str:

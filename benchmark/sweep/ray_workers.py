@@ -61,6 +61,9 @@ def run_on_workers(config: TrainConfig, resources: WorkerResources, *,
 
 def _worker_loop(loop_config: dict[str, Any]) -> None:
     """What every worker runs: the one training loop, reporting each evaluation."""
+    from ..core.quiet import quiet
+
+    quiet()  # the driver's --verbose choice, from the environment
     import ray.train
     import torch
 

@@ -14,10 +14,11 @@ and resources. Validated on load; `expand_trials` turns one into concrete trial 
         strategy: lora
         options: {adapter: dora}
         search: {lr: [5.0e-4, 1.0e-3]}          # grid values, or {loguniform: [a, b]}, ...
+        seeds: [0]                              # the entry's own seeds (default: the suite's)
     focus: ir-tuning                            # the strategy the report looks into
     search: {algorithm: grid}                   # grid | random | optuna, num_samples, seed
     scheduler: null                             # or {type: asha, grace_period: 2}
-    resources: {cpus_per_trial: 1, gpus_per_trial: 0, max_concurrent_trials: 2}
+    resources: {cpus_per_trial: 1, gpus_per_trial: 0, max_concurrent_trials: 2, max_retries: 1}
     distributed: {workers: 2, cpus_per_worker: 1, gpus_per_worker: 1, deepspeed: zero2}
     stages: {select: {seeds: [0], budget: {max_steps: 150}}}
 
@@ -53,10 +54,10 @@ TOP_KEYS = {"name", "description", "model", "tasks", "seeds", "budget", "strateg
             "search", "scheduler", "resources", "distributed", "notes", "focus", "stages"}
 STAGE_KEYS = {"select"}
 SELECT_KEYS = {"seeds", "budget"}
-STRATEGY_KEYS = {"strategy", "options", "search"}
+STRATEGY_KEYS = {"strategy", "options", "search", "seeds"}
 SEARCH_KEYS = {"algorithm", "num_samples", "seed"}
 SCHEDULER_KEYS = {"type", "grace_period", "reduction_factor"}
-RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "max_concurrent_trials"}
+RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "max_concurrent_trials", "max_retries"}
 DISTRIBUTED_KEYS = {"workers", "cpus_per_worker", "gpus_per_worker", "deepspeed"}
 DISTRIBUTIONS = {"uniform", "loguniform", "choice", "randint", "grid"}
 # Trial fields that are not a TrainConfig field or a strategy option.
@@ -135,6 +136,11 @@ def suite_path(name_or_path: str) -> Path:
 
 
 def load_suite(name_or_path: str) -> Suite:
+    return validate_suite(*read_suite(name_or_path))
+
+
+def read_suite(name_or_path: str) -> tuple[dict, Path]:
+    """A suite file's mapping as written (not validated) and its path."""
     import yaml
 
     path = suite_path(name_or_path)
@@ -146,6 +152,11 @@ def load_suite(name_or_path: str) -> Suite:
         raise UserError(f"{path}: malformed YAML{at}: {getattr(error, 'problem', error)}") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a suite must be a YAML mapping")
+    return raw, path
+
+
+def validate_suite(raw: dict, path: Path) -> Suite:
+    """A suite from its mapping (e.g. a suite file's, with entries added), checked."""
     return _validate(raw, path)
 
 
@@ -191,6 +202,10 @@ def _validate(raw: dict, path: Path) -> Suite:
         strategies[entry] = {"strategy": name,
                              "options": _canonical(path, name, options, canonical_options),
                              "search": _canonical(path, name, search, canonical_options)}
+        if spec.get("seeds") is not None:  # e.g. a one-seed side experiment beside the suite
+            if not isinstance(spec["seeds"], list) or not spec["seeds"]:
+                raise UserError(f"{path}: strategies.{entry}.seeds must be a non-empty list")
+            strategies[entry]["seeds"] = [int(s) for s in spec["seeds"]]
     search = raw.get("search") or {}
     _check_keys(path, "search", search, SEARCH_KEYS)
     if search.get("algorithm", "grid") not in ("grid", "random", "optuna"):
@@ -202,6 +217,10 @@ def _validate(raw: dict, path: Path) -> Suite:
             raise UserError(f"{path}: scheduler.type must be 'asha' (or leave scheduler out)")
     resources = raw.get("resources") or {}
     _check_keys(path, "resources", resources, RESOURCE_KEYS)
+    retries = resources.get("max_retries", 0)
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise UserError(f"{path}: resources.max_retries (runs again of a trial whose process "
+                        f"died) must be a whole number from 0, got {retries!r}")
     distributed = raw.get("distributed")
     if distributed is not None:
         _check_keys(path, "distributed", distributed, DISTRIBUTED_KEYS)
@@ -339,7 +358,7 @@ def expand_trials(suite: Suite) -> list[dict[str, Any]]:
                 raise UserError(f"strategies.{entry}: {error}") from None
             TrainConfig.from_dict({**budget, **hyper})  # and bad training values
             for task in suite.tasks:
-                for seed in seeds:
+                for seed in _entry_seeds(spec, seeds):
                     trial = {"task": task, "strategy": strategy, "seed": seed,
                              "model": suite.model, "budget": budget,
                              "hyperparameters": hyper, "options": options}
@@ -376,7 +395,7 @@ def final_trials(suite: Suite, selected: list[dict[str, Any]],
         candidates[(task, strategy)] = {c: (configs[c]["hyperparameters"], configs[c]["options"],
                                             m) for c, m in means.items()}
         chosen = configs[best]
-        for seed in suite.seeds:
+        for seed in _entry_seeds(suite.strategies[strategy], suite.seeds):
             trial = {"task": task, "strategy": chosen["strategy"], "seed": seed,
                      "model": suite.model, "budget": suite.budget,
                      "hyperparameters": chosen["hyperparameters"], "options": chosen["options"],
@@ -385,6 +404,13 @@ def final_trials(suite: Suite, selected: list[dict[str, Any]],
                 trial["entry"] = chosen["entry"]
             trials.append(trial)
     return trials, candidates
+
+
+def _entry_seeds(spec: dict[str, Any], seeds: list[int]) -> list[int]:
+    """An entry's own seeds, where it names them, in place of the suite's (or the stage's)."""
+    if "seeds" not in spec:
+        return seeds
+    return [s for s in spec["seeds"] if s in seeds] or spec["seeds"][:1]
 
 
 def _search_points(search: dict[str, Any], algorithm: str, num_samples: int, rng) -> list[dict]:

@@ -8,6 +8,9 @@ Speed and memory do not depend on trained weights, so a random model measures th
 a download. Each strategy is one `benchmark.trial.loop.run_trial` on IteraTeR slices; between
 strategies the GPU memory the last one cached is given back, so each NVML figure is that
 strategy's own (plus the CUDA context every process holds).
+
+It needs the corpora and `datasets`: on a machine that has neither (the lent H200), run
+`benchmark.tools.gpu_proof`, which measures the same and more on random token ids.
 """
 
 from __future__ import annotations

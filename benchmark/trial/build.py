@@ -117,13 +117,15 @@ def build_trial(config: TrainConfig, *, num_labels: int | None = None,
         raise ValueError("build_trial without data needs num_labels")
     if strategy is None:
         strategy = get_strategy(config.strategy, config.strategy_options, seed=config.seed)
-    model, tokenizer = models.load_model(config.model, num_labels, config.seed)
+    model, tokenizer = models.load_model(config.model, num_labels, config.seed, init_device=device)
     splits = None
     if with_data:
         encoded = data.tokenize_task(task, raw, tokenizer, input_format, config.max_length)
         splits = {"train": data.subsample(encoded["train"], config.train_limit, config.seed),
                   "validation": data.subsample(encoded["validation"], config.eval_limit),
                   "test": data.subsample(encoded["test"], config.test_limit)}
+        if config.curve_every:  # the same rows for every run, seed and strategy
+            splits["curve"] = data.subsample(encoded["validation"], config.curve_limit)
         if config.epochs:
             per_epoch = math.ceil(len(splits["train"]) / (config.batch_size * config.grad_accum))
             config = dataclasses.replace(config, max_steps=max(1, math.ceil(config.epochs * per_epoch)))

@@ -56,6 +56,12 @@ class TrainConfig:
     eval_from: int = option(0, "skip the dev evaluations before this step (the last step is "
                                "always evaluated)")
     eval_batch_size: int = option(64, "batch size of evaluation")
+    # The learning curve (steps and seconds to a target) needs evaluations more often than
+    # model selection does; a fixed dev subset keeps them cheap.
+    curve_every: int = option(0, "evaluate the learning curve on a fixed dev subset every N "
+                                 "steps (0: no curve)")
+    curve_limit: int | None = option(None, "rows of the learning curve's dev subset, the same "
+                                           "rows for every run (default: all dev rows)")
     train_limit: int | None = option(None, "train rows (a seeded random slice; default: all)")
     eval_limit: int | None = option(None, "dev rows to evaluate on (default: all)")
     test_limit: int | None = option(None, "test rows (default: all)")
@@ -70,6 +76,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.max_steps < 1 or self.batch_size < 1 or self.grad_accum < 1 or self.eval_every < 1:
             raise UserError("max_steps, batch_size, grad_accum and eval_every must be at least 1")
+        if self.curve_every < 0 or (self.curve_limit is not None and self.curve_limit < 1):
+            raise UserError("curve_every must be 0 or more and curve_limit at least 1")
         if self.eval_from < 0:
             raise UserError("eval_from must be 0 or more")
         if self.epochs is None and self.eval_from > self.max_steps:

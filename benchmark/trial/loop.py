@@ -14,10 +14,13 @@ from .config import TrainConfig
 from .metrics import classification_metrics, majority_macro_f1, steps_to_converge
 
 EvalCallback = Callable[[int, dict], None]
+# (step, total steps, train loss where it was checked at this step else None, step seconds)
+StepCallback = Callable[[int, int, "float | None", float], None]
 __all__ = ["run_trial", "TrialFailed"]
 
 
-def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None) -> dict[str, Any]:
+def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None,
+              on_step: StepCallback | None = None) -> dict[str, Any]:
     """Train and evaluate one configuration; returns the result record (JSON-ready)."""
     import torch
 
@@ -40,19 +43,24 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None) -> dict[
         model, ds, tokenizer, config.eval_batch_size, device, trial.autocast_dtype,
         task.label_names, keep_predictions)
 
+    curve_set = trial.splits.get("curve")
     history: list[dict[str, Any]] = []
+    curve: list[dict[str, Any]] = []  # the learning curve on the fixed dev subset
     best: dict[str, Any] = {"macro_f1": -1.0}
     best_weights = None
     trainable_counts: list[int] = []
     samples = 0
     train_seconds = 0.0
+    train_cpu_seconds = 0.0
     eval_seconds = 0.0  # dev and test evaluation with the best-weights snapshots
     loss_sum = torch.zeros((), device=device)
     loss_steps = 0
 
+    training_started = time.time()
     with PeakMemorySampler(device) as memory:
         for step in range(config.max_steps):
             step_started = time.perf_counter()
+            step_cpu_started = time.process_time()
             model.train()
             micro_batches = [next(batches) for _ in range(config.grad_accum)]
             loss_sum += trial.train_step(micro_batches, step)
@@ -62,27 +70,49 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None) -> dict[
             last = step + 1 == config.max_steps
             checkpoint = (step + 1) % config.eval_every == 0 or last
             evaluate_now = checkpoint and (step + 1 >= config.eval_from or last)
+            curve_now = curve_set is not None and ((step + 1) % config.curve_every == 0 or last)
             if checkpoint:  # the loss is checked even where dev is not evaluated yet
                 # .item() waits for the device's queued work: it is training time.
                 train_loss = backend.mean(loss_sum / loss_steps).item()
                 if not math.isfinite(train_loss):
                     raise TrialFailed(f"training diverged: loss is {train_loss} at step {step + 1}")
             train_seconds += time.perf_counter() - step_started
+            # CPU seconds of this process: unlike wall time, not inflated when other work
+            # shares the machine (a one-thread trial's CPU time is its compute time).
+            train_cpu_seconds += time.process_time() - step_cpu_started
+            if on_step:
+                on_step(step + 1, config.max_steps, train_loss if checkpoint else None,
+                        time.perf_counter() - step_started)
 
-            if evaluate_now:
+            if evaluate_now or curve_now:
                 eval_started = time.perf_counter()
+                point = {"step": step + 1, "train_time_s": round(train_seconds, 2),
+                         "train_cpu_s": round(train_cpu_seconds, 2),
+                         "elapsed_s": round(time.time() - training_started, 2)}
+            if evaluate_now:
                 loss_sum.zero_()
                 loss_steps = 0
-                dev = evaluate(dev_set)
+                dev = evaluate(dev_set, keep_predictions=curve_now)
+                predictions = dev.pop("predictions", None)
                 history.append({"step": step + 1, "train_loss": train_loss,
                                 "dev_macro_f1": dev["macro_f1"], "dev_accuracy": dev["accuracy"]})
                 if dev["macro_f1"] > best["macro_f1"]:
                     best = {**dev, "step": step + 1}
                     best_weights = backend.snapshot(trainable)
+                if curve_now:  # the subset's rows out of dev's predictions, when it holds them
+                    curve_now = not _add_curve_point(curve, point, predictions, curve_set,
+                                                     len(task.label_names))
                 eval_seconds += time.perf_counter() - eval_started
                 if on_eval:
                     on_eval(step + 1, {"dev_macro_f1": dev["macro_f1"],
                                        "dev_accuracy": dev["accuracy"], "train_loss": train_loss})
+
+            if curve_now:
+                subset_started = time.perf_counter()
+                subset = evaluate(curve_set)
+                curve.append({**point, "macro_f1": subset["macro_f1"],
+                              "accuracy": subset["accuracy"]})
+                eval_seconds += time.perf_counter() - subset_started
 
         eval_started = time.perf_counter()
         backend.restore(trainable, best_weights)  # test only at the best dev step
@@ -111,9 +141,12 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None) -> dict[
         "test": test,
         "test_predictions": test_predictions,
         "history": history,
+        "curve": curve,  # learning curve: dev-subset macro F1 by step and training seconds
+        "curve_rows": len(curve_set) if curve_set is not None else 0,
         **peak,
         "wall_time_s": round(time.time() - started, 2),
         "train_time_s": round(train_seconds, 2),
+        "train_cpu_s": round(train_cpu_seconds, 2),
         "eval_time_s": round(eval_seconds, 2),
         "setup_time_s": round(setup_seconds, 2),
         "train_samples_per_s": round(samples / train_seconds, 2) if train_seconds else None,
@@ -129,6 +162,25 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None) -> dict[
         "sizes": {"train": len(train_set), "validation": len(dev_set), "test": len(test_set)},
         "environment": {**environment(device), **backend.describe()},
     }
+
+
+def _add_curve_point(curve: list, point: dict, predictions: dict | None, curve_set,
+                     num_classes: int) -> bool:
+    """Score the curve's rows from a dev evaluation's predictions (keyed by example id);
+    False when dev does not hold every row of the curve (the caller evaluates them)."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from . import data
+
+    ids = curve_set[data.ID_COLUMN]
+    if predictions is None or any(i not in predictions for i in ids):
+        return False
+    labels = [predictions[i]["label"] for i in ids]
+    guesses = [predictions[i]["predicted"] for i in ids]
+    curve.append({**point, "macro_f1": float(f1_score(labels, guesses, labels=list(range(num_classes)),
+                                                      average="macro", zero_division=0)),
+                  "accuracy": float(accuracy_score(labels, guesses))})
+    return True
 
 
 def _evaluate(model, dataset, tokenizer, batch_size, device, autocast_dtype, label_names,

@@ -1,0 +1,77 @@
+"""Resuming a suite from its committed trial files alone (a fresh clone has no MLflow
+store): FINISHED trial files are not trained again, and their MLflow runs are re-created
+from the files. A file made under another precision than this machine would use is
+refused, never mixed in."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..core.errors import UserError
+from .suite import Suite
+from .tracking import log_trial_file
+
+
+def finished_trial_files(folder: Path) -> dict[str, dict[str, Any]]:
+    """trial key -> record of every FINISHED trial file under `folder` (unreadable or
+    half-written files are left out: their trials run again)."""
+    records = {}
+    for path in sorted(folder.glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if (isinstance(record, dict) and record.get("status") == "FINISHED"
+                and record.get("trial_key") and record.get("result")):
+            records[record["trial_key"]] = record
+    return records
+
+
+def _runs_on_cpu(suite: Suite, budget: dict[str, Any]) -> bool:
+    """Whether the suite's trials run on CPUs, where the driver can tell their precision
+    (a GPU's bf16 support is only known on the node that has it)."""
+    workers = suite.worker_resources
+    gpus = workers.gpus_per_worker if workers else suite.resources.get("gpus_per_trial", 0)
+    return budget.get("device", "auto") == "cpu" or (
+        budget.get("device", "auto") == "auto" and not gpus)
+
+
+def check_precision(suite: Suite, records: Iterable[dict[str, Any]], folder: Path) -> None:
+    """Refuse (one line) a suite this machine must not finish: bf16 pinned on a CPU that
+    only emulates it (about 100x slower), or `auto` resolving here to another precision
+    than the FINISHED trial files it would reuse were made with."""
+    from ..trial.config import cpu_computes_bf16, resolve_precision
+
+    budgets = [suite.budget] + ([suite.select["budget"]] if suite.select else [])
+    for budget in budgets:
+        if not _runs_on_cpu(suite, budget):
+            return
+        if budget.get("precision") == "bf16" and not cpu_computes_bf16():
+            raise UserError(f"suite {suite.name} pins precision bf16, but this CPU does not "
+                            "compute bf16 natively (no AVX512-BF16 or AMX): it would be emulated, "
+                            "about 100x slower; run it on a CPU that has them or with fp32")
+    if suite.budget.get("precision", "auto") != "auto":
+        return  # a pinned precision is part of every trial key: files match it or not at all
+    here = resolve_precision("auto", "cpu", suite.budget.get("deepspeed", "none"))[0]
+    other = [r for r in records if r.get("run", {}).get("precision") not in (None, here)]
+    if other:
+        theirs = sorted({r["run"]["precision"] for r in other})
+        raise UserError(f"{len(other)} FINISHED trial file(s) in {folder} were made with "
+                        f"precision {'/'.join(theirs)}, but precision auto resolves to {here} on "
+                        f"this machine: results would mix precisions; run on a machine that "
+                        f"resolves {'/'.join(theirs)}, pin `precision: {theirs[0]}` in the "
+                        f"suite's budget, or use another --results-dir")
+
+
+def restore_runs(client, exp_id: str, suite_name: str, records: dict[str, dict[str, Any]],
+                 keys: Iterable[str], in_mlflow: dict[str, Any]) -> int:
+    """Log into MLflow the trial files of `keys` that have no FINISHED run there; returns
+    how many were logged."""
+    restored = 0
+    for key in keys:
+        if key in records and key not in in_mlflow:
+            log_trial_file(client, exp_id, suite_name, records[key])
+            restored += 1
+    return restored

@@ -1,0 +1,178 @@
+"""Peer comparison: this project's training loop against the transformers `Trainer`, on the
+same inputs and settings, for full fine-tuning and LoRA.
+
+Both get the project's tokenized splits (the cached pipeline, the suite's input format),
+length-grouped batches of the same size, the same model built by `build_trial` (for LoRA
+the peft model the `lora` strategy makes, its head trainable), AdamW over the same
+parameter groups (the head at its own learning rate) with the same warm-up and linear
+decay, clipping at 1.0 and the same autocast precision. The Trainer gets plain
+`torch.optim.AdamW`, as its users do; the loop uses its own optimizer.
+
+Two measurements, each variant in its own process, alternating loop / Trainer:
+- speed: training samples per second over `--speed-steps` steps, no evaluation;
+- quality: test macro F1 after `--steps` steps (the last step's weights, no model
+  selection on either side), on every seed.
+
+    python -m benchmark.tools.perf.peer                       # MiniLM, full-ft and LoRA, 3 seeds
+    python -m benchmark.tools.perf.peer --model tiny-llama --steps 4 --speed-steps 4 --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ...trial.models import DEFAULT_MODEL
+from .common import base_parser, machine, run_main, table
+
+RUNNERS = ("loop", "trainer")
+DEFAULT_LR = {"full-ft": 5e-5, "lora": 3e-4}  # the revisions suite's chosen rates
+
+
+def build_parser():
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.set_defaults(batch_size=16)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--strategies", nargs="+", default=["full-ft", "lora"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=350, help="training steps for test F1")
+    parser.add_argument("--speed-steps", type=int, default=100,
+                        help="steps timed for samples/s (no evaluation); 0 skips speed")
+    parser.add_argument("--speed-repeats", type=int, default=2)
+    parser.add_argument("--input-format", default="diff")
+    parser.add_argument("--head-lr", type=float, default=1e-3)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # a child process's variant
+    return parser
+
+
+def config_for(strategy: str, args, seed: int, steps: int):
+    from ...trial.config import TrainConfig
+
+    return TrainConfig(task=args.task, strategy=strategy, model=args.model, data_dir=args.data_dir,
+                       seed=seed, max_steps=steps, batch_size=args.batch_size,
+                       lr=DEFAULT_LR.get(strategy), head_lr=args.head_lr,
+                       input_format=args.input_format, eval_every=steps, device=args.device)
+
+
+def run_loop(config) -> dict[str, Any]:
+    from ...trial.loop import run_trial
+
+    result = run_trial(config)
+    return {"samples_per_s": result["train_samples_per_s"], "test_macro_f1": result["test"]["macro_f1"],
+            "train_time_s": result["train_time_s"]}
+
+
+def run_trainer(config) -> dict[str, Any]:
+    """The same trial through `transformers.Trainer`."""
+    import torch
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from ...trial.build import build_trial
+    from ...trial.metrics import classification_metrics
+
+    trial = build_trial(config)
+    groups = [{"params": g["params"], "lr": g["lr"]} for g in trial.optimizer.param_groups]
+    optimizer = torch.optim.AdamW(groups, lr=trial.lr, weight_decay=config.weight_decay)
+    import transformers
+
+    scheduler = transformers.get_linear_schedule_with_warmup(optimizer, trial.warmup,
+                                                             config.max_steps)
+    columns = ["input_ids", "attention_mask", "labels"]
+    train = trial.splits["train"].select_columns(columns)
+    test = trial.splits["test"].select_columns(columns)
+    with tempfile.TemporaryDirectory() as out:
+        arguments = TrainingArguments(
+            output_dir=out, per_device_train_batch_size=config.batch_size,
+            per_device_eval_batch_size=config.eval_batch_size, max_steps=config.max_steps,
+            max_grad_norm=config.max_grad_norm, bf16=trial.precision == "bf16",
+            use_cpu=trial.device == "cpu", train_sampling_strategy="group_by_length", seed=config.seed,
+            data_seed=config.seed, report_to=[], save_strategy="no", logging_strategy="no",
+            eval_strategy="no", disable_tqdm=True, dataloader_num_workers=0)
+        trainer = Trainer(model=trial.model, args=arguments, train_dataset=train,
+                          data_collator=DataCollatorWithPadding(trial.tokenizer),
+                          optimizers=(optimizer, scheduler))
+        started = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - started
+        output = trainer.predict(test)
+    probs = torch.softmax(torch.as_tensor(output.predictions).float(), dim=-1).numpy()
+    test_f1 = classification_metrics(output.label_ids, probs, trial.task.label_names)["macro_f1"]
+    samples = config.max_steps * config.batch_size
+    return {"samples_per_s": round(samples / seconds, 2), "test_macro_f1": test_f1,
+            "train_time_s": round(seconds, 2)}
+
+
+def one(spec: str) -> int:
+    """Child process: run one variant, print its figures as JSON."""
+    import torch
+
+    runner, strategy, seed, steps, rest = spec.split(":", 4)
+    args = build_parser().parse_args(json.loads(rest))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = config_for(strategy, args, int(seed), int(steps))
+    figures = (run_loop if runner == "loop" else run_trainer)(config)
+    print("PEER " + json.dumps(figures), flush=True)
+    return 0
+
+
+def child(runner: str, strategy: str, seed: int, steps: int, argv: list[str]) -> dict[str, Any]:
+    spec = f"{runner}:{strategy}:{seed}:{steps}:{json.dumps(argv)}"
+    done = subprocess.run([sys.executable, "-m", "benchmark.tools.perf.peer", "--one", spec],
+                          capture_output=True, text=True)
+    for line in done.stdout.splitlines():
+        if line.startswith("PEER "):
+            return json.loads(line[5:])
+    lines = [l for l in done.stderr.strip().splitlines() if l.strip()]
+    raise RuntimeError(f"{runner} {strategy} seed {seed} failed: {lines[-1] if lines else done.returncode}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.one:
+        return one(args.one)
+    print(f"# Peer comparison: this loop against transformers.Trainer ({machine()})")
+    print(f"model {args.model}, task {args.task}, input {args.input_format}, batch "
+          f"{args.batch_size}, head lr {args.head_lr}, lr {DEFAULT_LR}\n", flush=True)
+    figures: dict[str, Any] = {"speed": {}, "quality": {}}
+    rows = []
+    for strategy in args.strategies:
+        speed = {r: [] for r in RUNNERS}
+        for _ in range(args.speed_repeats if args.speed_steps else 0):
+            for runner in RUNNERS:  # alternating, so drift hits both alike
+                speed[runner].append(child(runner, strategy, args.seeds[0], args.speed_steps,
+                                           argv)["samples_per_s"])
+        quality = {r: [] for r in RUNNERS}
+        for seed in args.seeds:
+            for runner in RUNNERS:
+                quality[runner].append(child(runner, strategy, seed, args.steps, argv)["test_macro_f1"])
+        figures["speed"][strategy], figures["quality"][strategy] = speed, quality
+        mean = lambda values: statistics.fmean(values) if values else float("nan")
+        ratio = mean(speed["loop"]) / mean(speed["trainer"]) if speed["trainer"] else float("nan")
+        rows.append([strategy,
+                     ", ".join(f"{v:.1f}" for v in speed["trainer"]) or "–",
+                     ", ".join(f"{v:.1f}" for v in speed["loop"]) or "–", f"{ratio:.2f}x",
+                     " / ".join(f"{v:.3f}" for v in quality["trainer"]) + f" ({mean(quality['trainer']):.3f})",
+                     " / ".join(f"{v:.3f}" for v in quality["loop"]) + f" ({mean(quality['loop']):.3f})"])
+    print(table(["strategy", "Trainer samples/s", "loop samples/s", "loop / Trainer",
+                 f"Trainer test macro F1, seeds {args.seeds} (mean)",
+                 f"loop test macro F1, seeds {args.seeds} (mean)"], rows))
+    print(f"\nspeed: {args.speed_steps} steps, no evaluation, {args.speed_repeats} alternating "
+          f"repeats on seed {args.seeds[0]}; F1: {args.steps} steps, test at the last step")
+    if args.out:
+        args.out.write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
