@@ -414,3 +414,63 @@ def test_processes_creating_one_fresh_store_at_once_all_connect(tmp_path):
     assert [p.returncode for p in procs] == [0, 0, 0], [err[-500:] for _, err in outs]
     assert len({out.strip().splitlines()[-1] for out, _ in outs}) == 1  # one experiment
 
+
+
+POLLER = """
+import os, sys, time
+from mlflow.tracking import MlflowClient
+path = sys.argv[1][len("sqlite:///"):]
+while not os.path.exists(path):  # from the moment `run` starts creating the store
+    time.sleep(0.01)
+while True:  # a notebook or an `mlflow ui` reading the store, five times a second
+    try:
+        MlflowClient(sys.argv[1]).search_experiments()
+        print("poller: read", flush=True)
+    except Exception as error:  # the poller's own failures are not under test
+        print("poller:", str(error).splitlines()[0][:100], flush=True)
+    time.sleep(0.2)
+"""
+
+
+@pytest.mark.slow
+def test_a_run_trains_while_another_process_polls_its_fresh_store(tmp_path, data_dir):
+    """A second process opens the SQLite store five times a second from the moment `run`
+    starts creating it, so both migrate it at once: `run` waits that out and trains."""
+    suite = _suite_file(tmp_path, "polled", [1e-3])
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    poller = _start([sys.executable, "-c", POLLER, uri], tmp_path / "poller.log")
+    try:
+        run = _start(_run_command(tmp_path, suite, data_dir, uri), tmp_path / "run.log")
+        try:
+            status = run.wait(timeout=420)
+        finally:
+            _stop(run)
+    finally:
+        _stop(poller)
+    log = (tmp_path / "run.log").read_text()
+    assert status == 0, log[-2000:]
+    assert "Traceback" not in log
+    assert [f["status"] for f in _trial_files(tmp_path, "polled")] == ["FINISHED"]
+    runs = _runs(uri, "polled")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+
+
+def test_leftover_migration_copies_are_dropped_only_beside_their_originals(tmp_path):
+    """A migration that died half-way leaves `_alembic_tmp_` copies that stop every later
+    one; all of them go at once (one at a time livelocks), but never a copy whose original
+    is gone, as its rows may live only there."""
+    import sqlite3
+
+    from benchmark.sweep.tracking import _drop_leftover_migration_tables
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    connect(uri)
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        for name in ("experiments", "model_versions"):
+            db.execute(f"CREATE TABLE _alembic_tmp_{name} AS SELECT * FROM {name}")
+        db.execute("CREATE TABLE _alembic_tmp_gone (x INTEGER)")
+    _drop_leftover_migration_tables(uri)
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        left = [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE name LIKE '_alembic_tmp%'")]
+    assert left == ["_alembic_tmp_gone"]
+    assert connect(uri).search_experiments() is not None

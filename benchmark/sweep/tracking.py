@@ -64,7 +64,7 @@ def _first_contact(tracking_uri: str, MlflowClient):
                     print(f"tracking store {tracking_uri} is being created by another process; "
                           "waiting for it", file=sys.stderr, flush=True)
                 if waited_s > 5:  # still there: a crashed migration's leftover
-                    _drop_leftover_migration_table(tracking_uri, text)
+                    _drop_leftover_migration_tables(tracking_uri)
                 pause = 0.5 + random.random()  # apart from the other process's retries
                 time.sleep(pause)
                 waited_s += pause
@@ -93,17 +93,20 @@ def _creating_store(tracking_uri: str):
         os.close(fd)  # releases the lock
 
 
-def _drop_leftover_migration_table(tracking_uri: str, error_text: str) -> None:
-    """A migration that died half-way leaves its `_alembic_tmp_<table>` behind, and every
-    later migration stops at it; after several seconds it is no live migration's."""
-    import re
+def _drop_leftover_migration_tables(tracking_uri: str) -> None:
+    """A migration that died half-way leaves `_alembic_tmp_<table>` copies behind, and
+    every later migration stops at one of them (dropping only the one named in the error
+    livelocks: the next attempt re-creates it and stops at the next). After several
+    seconds they are no live migration's; each is dropped only while its original table
+    still exists, so no row lives only in the copy."""
     import sqlite3
 
-    match = re.search(r"table (_alembic_tmp_\w+) already exists", error_text)
-    if match:
-        with contextlib.closing(sqlite3.connect(tracking_uri[len("sqlite:///"):], timeout=5)) as db:
-            db.execute(f'DROP TABLE IF EXISTS "{match.group(1)}"')
-            db.commit()
+    with contextlib.closing(sqlite3.connect(tracking_uri[len("sqlite:///"):], timeout=5)) as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for name in sorted(tables):
+            if name.startswith("_alembic_tmp_") and name[len("_alembic_tmp_"):] in tables:
+                db.execute(f'DROP TABLE "{name}"')
+        db.commit()
 
 
 # Another process creating or migrating a fresh SQLite store at the same moment shows as

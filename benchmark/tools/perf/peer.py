@@ -5,8 +5,9 @@ Both get the project's tokenized splits (the cached pipeline, the suite's input 
 length-grouped batches of the same size, the same model built by `build_trial` (for LoRA
 the peft model the `lora` strategy makes, its head trainable), AdamW over the same
 parameter groups (the head at its own learning rate) with the same warm-up and linear
-decay, clipping at 1.0 and the same autocast precision. The Trainer gets plain
-`torch.optim.AdamW`, as its users do; the loop uses its own optimizer.
+decay, clipping at 1.0 and the same autocast precision. The Trainer gets the AdamW its
+users get by default (`adamw_torch_fused` since transformers 4.5x with torch >= 2.8);
+the loop uses its own optimizer.
 
 Two measurements, each variant in its own process, alternating loop / Trainer:
 - speed: training samples per second over `--speed-steps` steps, no evaluation;
@@ -15,6 +16,10 @@ Two measurements, each variant in its own process, alternating loop / Trainer:
 
     python -m benchmark.tools.perf.peer                       # MiniLM, full-ft and LoRA, 3 seeds
     python -m benchmark.tools.perf.peer --model tiny-llama --steps 4 --speed-steps 4 --seeds 0
+    python -m benchmark.tools.perf.peer --steps 0 --speed-steps 0 --profile-steps 10  # profiles only
+
+A profile (`--profile-steps K`) records K training steps of each runner under the torch
+profiler, after 3 steps' warm-up, and prints the operators taking most of a step.
 """
 
 from __future__ import annotations
@@ -42,13 +47,17 @@ def build_parser():
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--strategies", nargs="+", default=["full-ft", "lora"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=350, help="training steps for test F1")
+    parser.add_argument("--steps", type=int, default=350,
+                        help="training steps for test F1; 0 skips the F1 comparison")
     parser.add_argument("--speed-steps", type=int, default=100,
                         help="steps timed for samples/s (no evaluation); 0 skips speed")
     parser.add_argument("--speed-repeats", type=int, default=2)
     parser.add_argument("--input-format", default="diff")
     parser.add_argument("--head-lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--profile-steps", type=int, default=0,
+                        help="profile this many training steps of each runner (0: none)")
+    parser.add_argument("--top", type=int, default=8, help="operators listed per profile")
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a child process's variant
     return parser
@@ -63,25 +72,79 @@ def config_for(strategy: str, args, seed: int, steps: int):
                        input_format=args.input_format, eval_every=steps, device=args.device)
 
 
-def run_loop(config) -> dict[str, Any]:
+PROFILE_WARMUP = 3
+
+
+class StepProfiler:
+    """The torch profiler over `steps` training steps after a warm-up; `step()` is called
+    after every training step by either runner."""
+
+    def __init__(self, steps: int):
+        import torch
+
+        self.steps = steps
+        self.profiler = None
+        if steps:
+            schedule = torch.profiler.schedule(wait=PROFILE_WARMUP - 1, warmup=1, active=steps, repeat=1)
+            self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                                   schedule=schedule)
+            self.profiler.start()
+        self.seen = 0
+        self.window_started = None
+        self.window_s = 0.0
+
+    def step(self) -> None:
+        if not self.profiler:
+            return
+        self.seen += 1
+        now = time.perf_counter()
+        if self.seen == PROFILE_WARMUP:
+            self.window_started = now
+        elif self.seen == PROFILE_WARMUP + self.steps:
+            self.window_s = now - self.window_started
+        if self.seen <= PROFILE_WARMUP + self.steps:
+            self.profiler.step()
+
+    def top(self, count: int) -> dict[str, Any] | None:
+        """Per training step: wall ms, and the operators by self CPU ms."""
+        if not self.profiler:
+            return None
+        self.profiler.stop()
+        events = self.profiler.key_averages()
+        rows = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)
+        per_step = lambda us: round(us / 1000 / self.steps, 2)
+        return {"step_ms": round(self.window_s * 1000 / self.steps, 1),
+                "ops_self_ms": per_step(sum(e.self_cpu_time_total for e in events)),
+                "top": [[e.key, per_step(e.self_cpu_time_total), round(e.count / self.steps, 1)]
+                        for e in rows[:count]]}
+
+
+def run_loop(config, profiler: StepProfiler) -> dict[str, Any]:
     from ...trial.loop import run_trial
 
-    result = run_trial(config)
+    result = run_trial(config, on_step=lambda *_: profiler.step())
     return {"samples_per_s": result["train_samples_per_s"], "test_macro_f1": result["test"]["macro_f1"],
             "train_time_s": result["train_time_s"]}
 
 
-def run_trainer(config) -> dict[str, Any]:
+def run_trainer(config, profiler: StepProfiler) -> dict[str, Any]:
     """The same trial through `transformers.Trainer`."""
     import torch
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
+
+    class ProfilerSteps(TrainerCallback):
+        def on_step_end(self, *_, **__):
+            profiler.step()
 
     from ...trial.build import build_trial
     from ...trial.metrics import classification_metrics
 
     trial = build_trial(config)
     groups = [{"params": g["params"], "lr": g["lr"]} for g in trial.optimizer.param_groups]
-    optimizer = torch.optim.AdamW(groups, lr=trial.lr, weight_decay=config.weight_decay)
+    # TrainingArguments' default `optim` (adamw_torch_fused), over the same groups
+    fused = TrainingArguments(output_dir=tempfile.gettempdir(), report_to=[]).optim == "adamw_torch_fused"
+    optimizer = torch.optim.AdamW(groups, lr=trial.lr, weight_decay=config.weight_decay,
+                                  fused=fused or None)
     import transformers
 
     scheduler = transformers.get_linear_schedule_with_warmup(optimizer, trial.warmup,
@@ -99,7 +162,7 @@ def run_trainer(config) -> dict[str, Any]:
             eval_strategy="no", disable_tqdm=True, dataloader_num_workers=0)
         trainer = Trainer(model=trial.model, args=arguments, train_dataset=train,
                           data_collator=DataCollatorWithPadding(trial.tokenizer),
-                          optimizers=(optimizer, scheduler))
+                          optimizers=(optimizer, scheduler), callbacks=[ProfilerSteps()])
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
@@ -115,18 +178,21 @@ def one(spec: str) -> int:
     """Child process: run one variant, print its figures as JSON."""
     import torch
 
-    runner, strategy, seed, steps, rest = spec.split(":", 4)
+    runner, strategy, seed, steps, profile, rest = spec.split(":", 5)
     args = build_parser().parse_args(json.loads(rest))
     if args.threads:
         torch.set_num_threads(args.threads)
     config = config_for(strategy, args, int(seed), int(steps))
-    figures = (run_loop if runner == "loop" else run_trainer)(config)
+    profiler = StepProfiler(args.profile_steps if profile == "1" else 0)
+    figures = (run_loop if runner == "loop" else run_trainer)(config, profiler)
+    figures["profile"] = profiler.top(args.top)
     print("PEER " + json.dumps(figures), flush=True)
     return 0
 
 
-def child(runner: str, strategy: str, seed: int, steps: int, argv: list[str]) -> dict[str, Any]:
-    spec = f"{runner}:{strategy}:{seed}:{steps}:{json.dumps(argv)}"
+def child(runner: str, strategy: str, seed: int, steps: int, argv: list[str],
+          profile: bool = False) -> dict[str, Any]:
+    spec = f"{runner}:{strategy}:{seed}:{steps}:{int(profile)}:{json.dumps(argv)}"
     done = subprocess.run([sys.executable, "-m", "benchmark.tools.perf.peer", "--one", spec],
                           capture_output=True, text=True)
     for line in done.stdout.splitlines():
@@ -134,6 +200,18 @@ def child(runner: str, strategy: str, seed: int, steps: int, argv: list[str]) ->
             return json.loads(line[5:])
     lines = [l for l in done.stderr.strip().splitlines() if l.strip()]
     raise RuntimeError(f"{runner} {strategy} seed {seed} failed: {lines[-1] if lines else done.returncode}")
+
+
+def _profile_text(strategy: str, runner: str, found: dict[str, Any], steps: int) -> str:
+    heading = (f"{strategy}, {runner}: {found['step_ms']} ms per step over {steps} profiled "
+               f"steps, operators' self CPU {found['ops_self_ms']} ms of it")
+    return heading + "\n" + table(["operator", "self CPU ms per step", "calls per step"], found["top"])
+
+
+def _f1_cell(values: list[float]) -> str:
+    if not values:
+        return "–"
+    return " / ".join(f"{v:.3f}" for v in values) + f" ({statistics.fmean(values):.3f})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,16 +222,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# Peer comparison: this loop against transformers.Trainer ({machine()})")
     print(f"model {args.model}, task {args.task}, input {args.input_format}, batch "
           f"{args.batch_size}, head lr {args.head_lr}, lr {DEFAULT_LR}\n", flush=True)
-    figures: dict[str, Any] = {"speed": {}, "quality": {}}
+    figures: dict[str, Any] = {"speed": {}, "quality": {}, "profile": {}}
     rows = []
+    profiles = []
     for strategy in args.strategies:
+        for runner in RUNNERS if args.profile_steps else []:
+            found = child(runner, strategy, args.seeds[0], args.profile_steps + PROFILE_WARMUP + 1,
+                          argv, profile=True)["profile"]
+            figures["profile"].setdefault(strategy, {})[runner] = found
+            profiles.append(_profile_text(strategy, runner, found, args.profile_steps))
         speed = {r: [] for r in RUNNERS}
         for _ in range(args.speed_repeats if args.speed_steps else 0):
             for runner in RUNNERS:  # alternating, so drift hits both alike
                 speed[runner].append(child(runner, strategy, args.seeds[0], args.speed_steps,
                                            argv)["samples_per_s"])
         quality = {r: [] for r in RUNNERS}
-        for seed in args.seeds:
+        for seed in args.seeds if args.steps else []:
             for runner in RUNNERS:
                 quality[runner].append(child(runner, strategy, seed, args.steps, argv)["test_macro_f1"])
         figures["speed"][strategy], figures["quality"][strategy] = speed, quality
@@ -162,8 +246,11 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([strategy,
                      ", ".join(f"{v:.1f}" for v in speed["trainer"]) or "–",
                      ", ".join(f"{v:.1f}" for v in speed["loop"]) or "–", f"{ratio:.2f}x",
-                     " / ".join(f"{v:.3f}" for v in quality["trainer"]) + f" ({mean(quality['trainer']):.3f})",
-                     " / ".join(f"{v:.3f}" for v in quality["loop"]) + f" ({mean(quality['loop']):.3f})"])
+                     _f1_cell(quality["trainer"]), _f1_cell(quality["loop"])])
+    for text in profiles:
+        print(text + "\n")
+    if not (args.speed_steps or args.steps):
+        return 0
     print(table(["strategy", "Trainer samples/s", "loop samples/s", "loop / Trainer",
                  f"Trainer test macro F1, seeds {args.seeds} (mean)",
                  f"loop test macro F1, seeds {args.seeds} (mean)"], rows))
