@@ -22,6 +22,9 @@ THIRD_PARTY = r"(transformers|peft|torch|accelerate|deepspeed|datasets|ray|mlflo
 # Loggers that print lines of no use in our output at WARNING level.
 NOISY_LOGGERS = ("bitsandbytes", "transformers", "peft", "accelerate", "datasets", "torch",
                  "ray", "ray.tune", "ray.train", "ray.data", "mlflow", "optuna", "alembic")
+# Ray Tune's ERROR records with a traceback for a trial that failed or a run that ended
+# with failed trials: the run prints its own line for each (reason, retry, failure).
+DUPLICATE_ERROR_LOGGERS = ("ray.tune.execution.tune_controller", "ray.tune.tune")
 # Environment read by the libraries themselves (and inherited by Ray's workers).
 QUIET_ENV = {"TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
              "HF_HUB_VERBOSITY": "error", "DATASETS_VERBOSITY": "error",
@@ -59,6 +62,8 @@ def quiet(verbose: bool | None = None) -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module=THIRD_PARTY)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    for name in DUPLICATE_ERROR_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     deepspeed = logging.getLogger("DeepSpeed")
     if _DEEPSPEED_FILTER not in deepspeed.filters:
         deepspeed.addFilter(_DEEPSPEED_FILTER)
