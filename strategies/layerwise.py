@@ -159,9 +159,11 @@ class LayerwiseStrategy(Strategy):
         for p in params:
             state = self._offloaded.pop(p, None)
             if state is not None:
+                # AdamW keeps `step` on the CPU unless fused or capturable.
+                step_on_device = any(self.optimizer.defaults.get(k) for k in ("fused", "capturable"))
                 self.optimizer.state[p] = {
-                    # AdamW keeps `step` on the CPU unless capturable/fused.
-                    k: v.to(p.device, non_blocking=True) if torch.is_tensor(v) and k != "step" else v
+                    k: v.to(p.device, non_blocking=True)
+                    if torch.is_tensor(v) and (k != "step" or step_on_device) else v
                     for k, v in state.items()}
 
     def describe(self) -> dict[str, Any]:

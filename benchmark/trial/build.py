@@ -170,7 +170,8 @@ def setup_optimization(model, strategy, backend, config: TrainConfig, lr: float,
 
     optimizer = strategy.build_optimizer(lr, config.weight_decay)
     if optimizer is None:
-        optimizer = BlockwiseAdamW(strategy.param_groups(), lr=lr, weight_decay=config.weight_decay)
+        optimizer = BlockwiseAdamW(strategy.param_groups(), lr=lr, weight_decay=config.weight_decay,
+                                   fused=config.adamw == "fused" or None)
     if config.head_lr is not None:  # before the schedule records each group's initial lr
         for group in optimizer.param_groups:
             if group.get("name") == "head":

@@ -15,6 +15,7 @@ from .models import DEFAULT_MODEL
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LOSSES = ("ce", "balanced-ce")
+ADAMW_KERNELS = ("fused", "loop")
 
 
 def option(default: Any = None, help: str = "", choices: tuple | None = None,
@@ -47,6 +48,9 @@ class TrainConfig:
     weight_decay: float = option(0.0, "AdamW weight decay (the reference's: 0)")
     loss: str = option("ce", "ce (plain cross-entropy, the reference's) or balanced-ce (weighted "
                              "by inverse class frequency in the train split)", choices=LOSSES)
+    adamw: str = option("fused", "the loop's AdamW kernel: fused (all tensors of a step in one "
+                                 "kernel, the transformers Trainer's default) or loop (one "
+                                 "tensor at a time, torch's CPU default)", choices=ADAMW_KERNELS)
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: no clipping)")
     # The reference pads to 256; 128 keeps CPU runs affordable (p90 = 143 tokens on IteraTeR).
     max_length: int = option(128, "tokens per example, truncated beyond")

@@ -54,6 +54,8 @@ def build_parser():
     parser.add_argument("--speed-repeats", type=int, default=2)
     parser.add_argument("--input-format", default="diff")
     parser.add_argument("--head-lr", type=float, default=1e-3)
+    parser.add_argument("--adamw", default="fused", choices=("fused", "loop"),
+                        help="the loop's AdamW kernel (the Trainer always gets its default)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--profile-steps", type=int, default=0,
                         help="profile this many training steps of each runner (0: none)")
@@ -69,7 +71,8 @@ def config_for(strategy: str, args, seed: int, steps: int):
     return TrainConfig(task=args.task, strategy=strategy, model=args.model, data_dir=args.data_dir,
                        seed=seed, max_steps=steps, batch_size=args.batch_size,
                        lr=DEFAULT_LR.get(strategy), head_lr=args.head_lr,
-                       input_format=args.input_format, eval_every=steps, device=args.device)
+                       input_format=args.input_format, eval_every=steps, device=args.device,
+                       adamw=args.adamw)
 
 
 PROFILE_WARMUP = 3
