@@ -249,7 +249,7 @@ def cmd_run(args) -> int:
 
     # A precision this machine must not resume with is refused before a model is fetched.
     folder = trial_files.trials_dir(args.results_dir, suite.name)
-    resume.check_precision(suite, resume.finished_trial_files(folder).values(), folder)
+    resume.check_precision(suite, resume.finished_trial_files(folder), folder)
     check_model_reference(suite.model)  # one line now, not a failed trial per strategy
     data_dir = str(tasks.resolve_data_dir(args.data_dir))
     for name in suite.tasks:  # every corpus checked once, here, before Ray starts

@@ -181,3 +181,40 @@ def test_curve_point_from_dev_predictions_scores_only_the_subset_rows():
     assert curve[0]["macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)  # "d" is not counted
     del predictions["c"]
     assert not _add_curve_point(curve, {"step": 6}, predictions, subset, 3) and len(curve) == 1
+
+
+@pytest.mark.parametrize("strategy,options", [("lora", {}), ("lora", {"adapter": "dora"}),
+                                              ("ir-tuning", {})])
+def test_merged_adapters_predict_as_unmerged_and_leave_the_weights_as_they_were(
+        strategy, options, data_dir):
+    """Evaluation merges adapters into their base weights (faster): the same predictions,
+    and afterwards every weight bit for bit as before, nothing left merged."""
+    import torch
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from benchmark.trial.build import build_trial, endless
+    from benchmark.trial.data import make_loader
+    from benchmark.trial.loop import _evaluate, merged_adapters
+
+    trial = build_trial(TrainConfig(task="iterater", strategy=strategy, model="minilm",
+                                    data_dir=str(data_dir), strategy_options=options,
+                                    lr=1e-2, **dict(TINY, eval_limit=64)))
+    batches = endless(make_loader(trial.splits["train"], trial.tokenizer, 8, shuffle=True, seed=0))
+    for step in range(3):  # LoRA's B leaves zero, so merging changes the weights
+        trial.train_step([next(batches)], step)
+    model = trial.model
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    evaluate = lambda: _evaluate(model, trial.splits["validation"], trial.tokenizer, 16,
+                                 trial.device, trial.autocast_dtype, trial.task.label_names,
+                                 keep_predictions=True)
+    unmerged = evaluate()
+    with merged_adapters(model):
+        layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+        assert layers and all(layer.merged for layer in layers)
+        assert any(not torch.equal(before[n], v) for n, v in model.state_dict().items())
+        merged = evaluate()
+    assert merged["predictions"] == unmerged["predictions"]
+    assert merged["macro_f1"] == unmerged["macro_f1"]
+    assert not any(layer.merged for layer in layers)
+    after = model.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before)

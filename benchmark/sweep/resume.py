@@ -1,7 +1,8 @@
 """Resuming a suite from its committed trial files alone (a fresh clone has no MLflow
 store): FINISHED trial files are not trained again, and their MLflow runs are re-created
 from the files. A file made under another precision than this machine would use is
-refused, never mixed in."""
+refused, never mixed in, unless the files already hold every trial of the suite: then
+nothing is trained and the board is rebuilt from them, on any machine."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..core.errors import UserError
-from .suite import Suite
-from .tracking import log_trial_file
+from .suite import Suite, expand_trials, final_trials, trial_key
+from .tracking import final_metrics, log_trial_file
 
 
 def finished_trial_files(folder: Path) -> dict[str, dict[str, Any]]:
@@ -38,11 +39,27 @@ def _runs_on_cpu(suite: Suite, budget: dict[str, Any]) -> bool:
         budget.get("device", "auto") == "auto" and not gpus)
 
 
-def check_precision(suite: Suite, records: Iterable[dict[str, Any]], folder: Path) -> None:
+def untrained(suite: Suite, records: dict[str, dict[str, Any]]) -> int:
+    """How many of the suite's trials no FINISHED trial file holds; for a staged suite
+    whose stage select is complete, stage final's trials are chosen from the files."""
+    trials = expand_trials(suite)
+    missing = sum(trial_key(t) not in records for t in trials)
+    if missing or suite.select is None:
+        return missing
+    dev = {k: final_metrics(r["result"]).get("dev_best_macro_f1", 0.0) for k, r in records.items()}
+    final, _ = final_trials(suite, trials, dev)
+    return sum(trial_key(t) not in records for t in final)
+
+
+def check_precision(suite: Suite, records: dict[str, dict[str, Any]], folder: Path) -> None:
     """Refuse (one line) a suite this machine must not finish: bf16 pinned on a CPU that
     only emulates it (about 100x slower), or `auto` resolving here to another precision
-    than the FINISHED trial files it would reuse were made with."""
+    than the FINISHED trial files it would reuse were made with. A suite whose every
+    trial is in the files trains nothing here, so nothing is mixed: it is not refused."""
     from ..trial.config import cpu_computes_bf16, resolve_precision
+
+    if records and not untrained(suite, records):
+        return
 
     budgets = [suite.budget] + ([suite.select["budget"]] if suite.select else [])
     for budget in budgets:
@@ -55,7 +72,7 @@ def check_precision(suite: Suite, records: Iterable[dict[str, Any]], folder: Pat
     if suite.budget.get("precision", "auto") != "auto":
         return  # a pinned precision is part of every trial key: files match it or not at all
     here = resolve_precision("auto", "cpu", suite.budget.get("deepspeed", "none"))[0]
-    other = [r for r in records if r.get("run", {}).get("precision") not in (None, here)]
+    other = [r for r in records.values() if r.get("run", {}).get("precision") not in (None, here)]
     if other:
         theirs = sorted({r["run"]["precision"] for r in other})
         raise UserError(f"{len(other)} FINISHED trial file(s) in {folder} were made with "

@@ -314,7 +314,7 @@ def run_suite(suite: Suite, tracking_uri: str, address: str | None = None,
     trials = [t for t in expand_trials(suite) if entries is None or entry_name(t) in entries]
     folder = trial_files.trials_dir(results_dir, suite.name)
     on_disk = resume.finished_trial_files(folder)
-    resume.check_precision(suite, on_disk.values(), folder)  # before anything is written
+    resume.check_precision(suite, on_disk, folder)  # before anything is written
     client = connect(tracking_uri)
     tracking = Tracking(client, experiment_id(client, suite.name, tracking_uri), suite.name,
                         tracking_uri)

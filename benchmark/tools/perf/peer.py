@@ -228,17 +228,23 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[str, Any] = {"speed": {}, "quality": {}, "profile": {}}
     rows = []
     profiles = []
+    # Timed work first (profiles, speed), on a machine left quiet; the F1 runs after it
+    # time nothing, so other work may share the machine while they run.
+    speeds = {}
     for strategy in args.strategies:
         for runner in RUNNERS if args.profile_steps else []:
             found = child(runner, strategy, args.seeds[0], args.profile_steps + PROFILE_WARMUP + 1,
                           argv, profile=True)["profile"]
             figures["profile"].setdefault(strategy, {})[runner] = found
             profiles.append(_profile_text(strategy, runner, found, args.profile_steps))
-        speed = {r: [] for r in RUNNERS}
+        speed = speeds[strategy] = {r: [] for r in RUNNERS}
         for _ in range(args.speed_repeats if args.speed_steps else 0):
             for runner in RUNNERS:  # alternating, so drift hits both alike
                 speed[runner].append(child(runner, strategy, args.seeds[0], args.speed_steps,
                                            argv)["samples_per_s"])
+        print(f"{strategy}: profiles and speed done", file=sys.stderr, flush=True)
+    for strategy in args.strategies:
+        speed = speeds[strategy]
         quality = {r: [] for r in RUNNERS}
         for seed in args.seeds if args.steps else []:
             for runner in RUNNERS:
