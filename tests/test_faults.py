@@ -286,6 +286,8 @@ def test_a_tracking_outage_mid_suite_costs_no_training(tmp_path, data_dir):
         assert run.wait(timeout=300) == 0, (tmp_path / "run.log").read_text()[-3000:]
         log = (tmp_path / "run.log").read_text()
         assert log.count("tracking lost: ") == 1 and log.count("tracking back: ") == 1, log
+        assert "Traceback" not in log and "View run" not in log  # MLflow's per-run links too
+        assert "iterater/lora/s0 lr=0.002 test macro F1" in log  # trials told apart
         runs = _runs(uri, "outage")
         assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
         assert len({r.data.tags["trial_key"] for r in runs}) == 3

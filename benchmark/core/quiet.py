@@ -29,6 +29,9 @@ DUPLICATE_ERROR_LOGGERS = ("ray.tune.execution.tune_controller", "ray.tune.tune"
 QUIET_ENV = {"TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
              "HF_HUB_VERBOSITY": "error", "DATASETS_VERBOSITY": "error",
              "MLFLOW_LOGGING_LEVEL": "WARNING",
+             # MLflow 3 prints two links per run it ends on a tracking server; `run` prints
+             # the experiment's link once.
+             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
              "RAY_DEDUP_LOGS": "0", "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning"}
 
 

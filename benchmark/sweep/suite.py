@@ -313,6 +313,12 @@ def entry_name(trial: dict[str, Any]) -> str:
     return trial.get("entry", trial["strategy"])
 
 
+def trial_label(trial: dict[str, Any]) -> str:
+    """How progress lines name a trial: task/entry/seed, then its searched values."""
+    searched = " ".join(f"{k}={v}" for k, v in sorted(trial.get("hyperparameters", {}).items()))
+    return f"{trial['task']}/{entry_name(trial)}/s{trial['seed']}" + (f" {searched}" if searched else "")
+
+
 def split_hyperparameters(strategy: str, values: dict[str, Any]) -> tuple[dict, dict]:
     """(TrainConfig overrides, strategy options) from a flat dict of searched values."""
     from strategies import strategy_options

@@ -14,7 +14,7 @@ from typing import Any
 from . import resume, trial_files
 from .ray_cluster import resolve_storage_path, start_ray
 from .suite import (Suite, entry_name, expand_trials, final_trials, split_hyperparameters,
-                    train_config, trial_key)
+                    train_config, trial_key, trial_label)
 from .tracking import (Tracking, TrialLogger, connect, corpus_splits, experiment_id,
                        experiment_link, final_metrics, finished_results, finished_run_result)
 
@@ -206,7 +206,7 @@ def _make_callback(tracking: Tracking, suite: Suite, total: int, trial_folder: P
             retries = suite.resources.get("max_retries", 0)
             self.retried[trial.trial_id] = self.retried.get(trial.trial_id, 0) + 1
             concrete = concrete_trial(trial.config)
-            print(f"{concrete['task']}/{entry_name(concrete)}/s{concrete['seed']}: its process "
+            print(f"{trial_label(concrete)}: its process "
                   f"died ({_error_text(trial)[:160]}); retry {self.retried[trial.trial_id]} of "
                   f"{retries}", flush=True)
 
@@ -234,9 +234,7 @@ def _make_callback(tracking: Tracking, suite: Suite, total: int, trial_folder: P
             self.last_line = time.time()
             print(f"[{finished}/{self.total} done: {self.done} trained, {self.skipped} resumed, "
                   f"{self.failed} failed, {len(self.running)} running, "
-                  f"{_minutes(time.time() - self.t0)} so far{eta}] "
-                  f"{concrete['task']}/{entry_name(concrete)}/"
-                  f"s{concrete['seed']} {what}",
+                  f"{_minutes(time.time() - self.t0)} so far{eta}] {trial_label(concrete)} {what}",
                   flush=True)
 
     return SuiteCallback()
