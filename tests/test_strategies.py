@@ -54,16 +54,21 @@ def _blocks_changed(strategy, before):
     return changed
 
 
+def _selecting_steps(model, strategy, optimizer, batch, count):
+    """(step, every block's weights before it, the blocks it selected) for `count` steps."""
+    for step in range(count):
+        before = [{n: p.detach().clone() for n, p in b.named_parameters()}
+                  for b in strategy.parts.blocks]
+        optimizer_step(model, strategy, optimizer, [batch], step)
+        yield step, before, set(strategy.selection_trace[-1])
+
+
 @pytest.mark.parametrize("model_name", ["tiny-llama", "minilm"])
 @pytest.mark.parametrize("strategy_name,options", LAYERWISE)
 def test_frozen_blocks_stay_bit_for_bit_unchanged(model_name, strategy_name, options):
     model, tokenizer, strategy, optimizer = _setup(model_name, strategy_name, options)
     batch = _batch(tokenizer)
-    for step in range(4):
-        before = [{n: p.detach().clone() for n, p in b.named_parameters()}
-                  for b in strategy.parts.blocks]
-        optimizer_step(model, strategy, optimizer, [batch], step)
-        selected = set(strategy.selection_trace[-1])
+    for step, before, selected in _selecting_steps(model, strategy, optimizer, batch, 4):
         if options.get("metric") == "cosine" and step == 0:
             assert not selected  # every similarity is still 1.0: no block, as the reference
         else:
@@ -159,11 +164,7 @@ def test_ir_tuning_train_head_false_keeps_the_random_head_bit_for_bit():
     assert head_before and not any(p.requires_grad for p in strategy.parts.head)
     assert "head" not in {g.get("name") for g in optimizer.param_groups}
     batch = _batch(tokenizer)
-    for step in range(3):
-        before = [{n: p.detach().clone() for n, p in b.named_parameters()}
-                  for b in strategy.parts.blocks]
-        optimizer_step(model, strategy, optimizer, [batch], step)
-        selected = set(strategy.selection_trace[-1])
+    for _, before, selected in _selecting_steps(model, strategy, optimizer, batch, 3):
         assert selected and _blocks_changed(strategy, before) == selected
         # What moved in the selected blocks is LoRA only.
         for i in selected:

@@ -137,14 +137,12 @@ def random_model_tokenizer():
                 "tokenizer: for tests and smoke runs only, never for results", "pair",
                 random_weights=True)
 def _build_tiny_llama(num_labels: int):
-    from transformers import LlamaConfig, LlamaForSequenceClassification
+    from transformers import LlamaConfig
 
-    tokenizer = random_model_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, num_labels=num_labels,
-                         pad_token_id=tokenizer.pad_token_id)
-    return LlamaForSequenceClassification(config), tokenizer
+    return _random_llama(lambda tokenizer: LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        num_labels=num_labels, pad_token_id=tokenizer.pad_token_id))
 
 
 def llama_1b_config(vocab_size: int, num_labels: int, pad_token_id: int):
@@ -164,11 +162,17 @@ def llama_1b_config(vocab_size: int, num_labels: int, pad_token_id: int):
                 "memory checks (benchmark.tools.gpu_check), never for results", "pair",
                 random_weights=True)
 def _build_llama_1b_random(num_labels: int):
+    return _random_llama(lambda tokenizer: llama_1b_config(len(tokenizer), num_labels,
+                                                           tokenizer.pad_token_id))
+
+
+def _random_llama(make_config):
+    """A randomly initialised Llama classifier of `make_config(tokenizer)`'s shape, with
+    the random models' tokenizer."""
     from transformers import LlamaForSequenceClassification
 
     tokenizer = random_model_tokenizer()
-    config = llama_1b_config(len(tokenizer), num_labels, tokenizer.pad_token_id)
-    return LlamaForSequenceClassification(config), tokenizer
+    return LlamaForSequenceClassification(make_config(tokenizer)), tokenizer
 
 
 LLAMA_31_8B_VOCAB = 128256
@@ -191,10 +195,7 @@ def llama_8b_config(num_labels: int, pad_token_id: int):
                 "scale (benchmark.tools.gpu_proof), never for results", "pair",
                 random_weights=True)
 def _build_llama_8b_random(num_labels: int):
-    from transformers import LlamaForSequenceClassification
-
-    tokenizer = random_model_tokenizer()
-    return LlamaForSequenceClassification(llama_8b_config(num_labels, tokenizer.pad_token_id)), tokenizer
+    return _random_llama(lambda tokenizer: llama_8b_config(num_labels, tokenizer.pad_token_id))
 
 
 def smollm2_135m_config(num_labels: int, pad_token_id: int):
@@ -212,7 +213,4 @@ def smollm2_135m_config(num_labels: int, pad_token_id: int):
                 "weights (benchmark.tools.gpu_proof), never for results", "pair",
                 random_weights=True)
 def _build_smollm2_random(num_labels: int):
-    from transformers import LlamaForSequenceClassification
-
-    tokenizer = random_model_tokenizer()
-    return LlamaForSequenceClassification(smollm2_135m_config(num_labels, tokenizer.pad_token_id)), tokenizer
+    return _random_llama(lambda tokenizer: smollm2_135m_config(num_labels, tokenizer.pad_token_id))
