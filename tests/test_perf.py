@@ -66,5 +66,29 @@ def test_peer_runs_the_same_trial_through_the_loop_and_the_trainer(data_dir):
         config = peer.config_for(strategy, args, seed=0, steps=2)
         assert config.lr == peer.DEFAULT_LR[strategy] and config.eval_every == 2
         for run in (peer.run_loop, peer.run_trainer):
-            figures = run(config)
+            figures = run(config, peer.StepProfiler(0))
             assert figures["samples_per_s"] > 0 and 0 <= figures["test_macro_f1"] <= 1
+    # A profile covers exactly its steps, after the warm-up, in either runner.
+    config = peer.config_for("lora", args, seed=0, steps=peer.PROFILE_WARMUP + 2 + 1)
+    for run in (peer.run_loop, peer.run_trainer):
+        profiler = peer.StepProfiler(2)
+        run(config, profiler)
+        found = profiler.top(3)
+        assert found["step_ms"] > 0 and len(found["top"]) == 3
+        assert any(name == "aten::mm" for name, _, _ in found["top"]) or found["top"][0][1] > 0
+
+
+def test_step_candidates_and_cost_growth_print_their_tables(data_dir, capsys):
+    from benchmark.tools.perf import cost_growth, step_candidates
+
+    assert step_candidates.main(["--model", "tiny-llama", "--no-compile", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "AdamW, fused" in out and "F.dropout" in out
+    assert cost_growth.main(["--model", "tiny-llama", "--trials", "1", "--at-a-time", "1",
+                             "--steps", "2", "--train-limit", "16", "--eval-limit", "8",
+                             "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| 1 ")]
+    assert len(rows) == 2  # one point (one real run); its fit needs two, so it says nan
+    assert float(rows[0].split("|")[4]) > 0
+    assert "start-up s (fit)" in out
