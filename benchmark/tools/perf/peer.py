@@ -143,7 +143,10 @@ def run_trainer(config, profiler: StepProfiler) -> dict[str, Any]:
     from ...trial.metrics import classification_metrics
 
     trial = build_trial(config)
-    groups = [{"params": g["params"], "lr": g["lr"]} for g in trial.optimizer.param_groups]
+    # Each group's rate before the trial's own schedule scaled it (warm-up starts at 0):
+    # read after it, every rate is 0 and the Trainer never moves a weight.
+    groups = [{"params": g["params"], "lr": g.get("initial_lr", g["lr"])}
+              for g in trial.optimizer.param_groups]
     # TrainingArguments' default `optim` (adamw_torch_fused), over the same groups
     fused = TrainingArguments(output_dir=tempfile.gettempdir(), report_to=[]).optim == "adamw_torch_fused"
     optimizer = torch.optim.AdamW(groups, lr=trial.lr, weight_decay=config.weight_decay,
