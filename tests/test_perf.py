@@ -68,6 +68,12 @@ def test_peer_runs_the_same_trial_through_the_loop_and_the_trainer(data_dir):
         for run in (peer.run_loop, peer.run_trainer):
             figures = run(config, peer.StepProfiler(0))
             assert figures["samples_per_s"] > 0 and 0 <= figures["test_macro_f1"] <= 1
+    # The Trainer's groups carry the loop's base rates (not the warm-up's first, 0).
+    from benchmark.trial.build import build_trial
+
+    trial = build_trial(peer.config_for("full-ft", args, seed=0, steps=4))
+    rates = sorted({g["lr"] for g in peer.trainer_groups(trial)})
+    assert rates == [peer.DEFAULT_LR["full-ft"], 1e-3]
     # A profile covers exactly its steps, after the warm-up, in either runner.
     config = peer.config_for("lora", args, seed=0, steps=peer.PROFILE_WARMUP + 2 + 1)
     for run in (peer.run_loop, peer.run_trainer):

@@ -130,6 +130,14 @@ def run_loop(config, profiler: StepProfiler) -> dict[str, Any]:
             "train_time_s": result["train_time_s"]}
 
 
+def trainer_groups(trial) -> list[dict[str, Any]]:
+    """The loop's parameter groups at their base rates, for the Trainer's own AdamW: the
+    rate before the trial's schedule scaled it (warm-up starts at 0; read after it, every
+    rate is 0 and the Trainer never moves a weight)."""
+    return [{"params": g["params"], "lr": g.get("initial_lr", g["lr"])}
+            for g in trial.optimizer.param_groups]
+
+
 def run_trainer(config, profiler: StepProfiler) -> dict[str, Any]:
     """The same trial through `transformers.Trainer`."""
     import torch
@@ -143,10 +151,7 @@ def run_trainer(config, profiler: StepProfiler) -> dict[str, Any]:
     from ...trial.metrics import classification_metrics
 
     trial = build_trial(config)
-    # Each group's rate before the trial's own schedule scaled it (warm-up starts at 0):
-    # read after it, every rate is 0 and the Trainer never moves a weight.
-    groups = [{"params": g["params"], "lr": g.get("initial_lr", g["lr"])}
-              for g in trial.optimizer.param_groups]
+    groups = trainer_groups(trial)
     # TrainingArguments' default `optim` (adamw_torch_fused), over the same groups
     fused = TrainingArguments(output_dir=tempfile.gettempdir(), report_to=[]).optim == "adamw_torch_fused"
     optimizer = torch.optim.AdamW(groups, lr=trial.lr, weight_decay=config.weight_decay,
