@@ -480,3 +480,29 @@ def test_leftover_migration_copies_are_dropped_only_beside_their_originals(tmp_p
         left = [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE name LIKE '_alembic_tmp%'")]
     assert left == ["_alembic_tmp_gone"]
     assert connect(uri).search_experiments() is not None
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_holding_part_of_a_suite_trains_only_the_rest(tmp_path, data_dir, capsys):
+    """Trial files for two of three trials and no MLflow store (a clone of a suite left
+    half-done on another machine): the run trains one trial and restores two runs."""
+    suite = _suite_file(tmp_path, "partial", [1e-3, 2e-3, 3e-3])
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = _run_command(tmp_path, suite, data_dir, uri)[3:]
+    assert main(args) == 0
+    folder = tmp_path / "results" / "partial" / "trials"
+    files = sorted(folder.glob("*.json"))
+    assert len(files) == 3
+    files[1].unlink()
+    kept = {p.name: p.read_text() for p in folder.glob("*.json")}
+    (tmp_path / "mlflow.db").unlink()
+    capsys.readouterr()
+    uri = f"sqlite:///{tmp_path}/fresh.db"
+    assert main(_run_command(tmp_path, suite, data_dir, uri)[3:]) == 0
+    out = capsys.readouterr().out
+    assert "2 finished trial(s) restored into MLflow" in out and "3 trials, 2 already finished" in out
+    assert out.count(" trained, ") and "[3/3 done: 1 trained, 2 resumed" in out, out
+    assert {p.name: p.read_text() for p in folder.glob("*.json") if p.name in kept} == kept
+    runs = _runs(uri, "partial")
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
+    assert len({r.data.tags["trial_key"] for r in runs}) == 3
