@@ -28,8 +28,8 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     if data_dir is not None and str(data_dir) != "":
         return Path(data_dir).expanduser()
     env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
+    if env:  # absolute now: Ray's workers read it from other working directories
+        return Path(env).expanduser().absolute()
     return user_cache_dir() / "data"  # corpora are not a derived cache: not under $BENCHMARK_CACHE_DIR
 
 

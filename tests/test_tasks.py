@@ -84,6 +84,9 @@ def test_resolve_data_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("BENCHMARK_DATA_DIR", str(tmp_path / "env"))
     assert resolve_data_dir(tmp_path / "arg") == tmp_path / "arg"
     assert resolve_data_dir() == tmp_path / "env"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BENCHMARK_DATA_DIR", "../shared")  # as the README gives it
+    assert resolve_data_dir() == tmp_path / ".." / "shared"
     monkeypatch.delenv("BENCHMARK_DATA_DIR")
     default = resolve_data_dir()
     assert default.name == "data" and "revision-benchmark" in str(default)
