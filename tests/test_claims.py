@@ -67,6 +67,22 @@ def test_seconds_to_target_are_wall_seconds_off_the_cpu():
     assert convergence.reached(record("cpu", 0, [0.5, 0.9]), 0.8).train_seconds == 20.0
 
 
+def test_boards_name_the_cpus_and_warn_when_a_suite_finished_on_another(tmp_path):
+    records = [record("a", s, [0.5, 0.9]) for s in range(3)]
+    for r, cpu in zip(records, ["AMD EPYC", "AMD EPYC", "Intel Xeon"]):
+        r.result()["environment"] = {"device": "cpu", "cpu_model": cpu,
+                                     "cpu_flags": ["avx2", "avx512_bf16"]}
+    source = leaderboard.RunSource("results", "x")
+    board = leaderboard.markdown("s", leaderboard.collect(records), source)
+    assert "CPUs: AMD EPYC (avx2, avx512_bf16): 2 runs; Intel Xeon (avx2, avx512_bf16): 1 run." in board
+    assert "compare only between runs of one CPU" in board
+    card = claims.render_claims("s", records, source, "a", tmp_path)
+    assert "compare only between runs of one CPU" in card.read_text()
+    one_cpu = leaderboard.markdown("s", leaderboard.collect(records[:2]), source)
+    assert "CPUs: AMD EPYC (avx2, avx512_bf16): 2 runs." in one_cpu
+    assert "compare only" not in one_cpu
+
+
 def test_selection_dynamics_count_blocks_changes_and_the_last_change():
     found = dynamics([["1100", "1100", "0110", "0110"], ["1110", "1110", "1110", "1110"]])
     assert (found.fewest, found.most, found.blocks) == (2, 3, 4)

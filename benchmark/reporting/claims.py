@@ -184,6 +184,7 @@ def render_claims(suite: str, records: list[RunRecord], source: RunSource, focus
              f"on small revision corpora. Each claim below is stated for `{focus}` and judged "
              "from this suite's runs alone. Solid gap: paired bootstrap over test examples "
              f"p < 0.05 and ahead on every seed, of at least {leaderboard.SOLID_MIN_SEEDS}.", ""]
+    lines += leaderboard.cpu_lines([r for es in board.values() for e in es for r in e.runs])
     verdicts = []
     for task, entries in board.items():
         mine = _focus(entries, focus)
