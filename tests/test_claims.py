@@ -133,6 +133,10 @@ def test_claims_card_names_variants_of_the_focus_strategy(tmp_path):
     text = claims.render_claims("deep", records, leaderboard.RunSource("results", "x"),
                                 "ir-tuning", tmp_path).read_text()
     assert "`ir-tuning-frozen-head` (train_head=False; 1 seed(s))" in text
+    # A variant of the focus is a caveat, not a baseline: its one seed decides nothing.
+    assert "| ir-tuning-frozen-head | variant (not a baseline) |" in text
+    assert "### 1. Outperforms the layer-wise baselines: **supported**" in text
+    assert "### 2. Converges fast: **supported**" in text
 
 
 def test_claims_command_on_the_committed_revisions_files(tmp_path):

@@ -36,6 +36,17 @@ def _layerwise(entry) -> bool:
     return any(r.selection_trace() for r in entry.runs)
 
 
+def _variant_of(entry, focus: str) -> bool:
+    """Another entry of the focus strategy (e.g. the reference's frozen head): a caveat,
+    never a baseline the focus must beat."""
+    return (entry.strategy != focus and bool(entry.runs)
+            and entry.runs[0].params.get("strategy") == focus)
+
+
+def _baseline(entry, focus: str) -> bool:
+    return _layerwise(entry) and not _variant_of(entry, focus)
+
+
 def _fmt(value, digits: int = 3) -> str:
     return leaderboard._fmt(value, digits)
 
@@ -46,7 +57,7 @@ def _focus(entries, focus: str):
 
 def accuracy_claim(task: str, entries, focus: str) -> tuple[str, list[str]]:
     mine = _focus(entries, focus)
-    baselines = [e for e in entries if e is not mine and e.runs and _layerwise(e)]
+    baselines = [e for e in entries if e is not mine and e.runs and _baseline(e, focus)]
     if mine is None or not baselines:
         return UNTESTABLE, [f"No {focus} runs or no layer-wise baselines on {task}."]
     mine_predictions = leaderboard.seed_predictions(mine)
@@ -63,12 +74,13 @@ def accuracy_claim(task: str, entries, focus: str) -> tuple[str, list[str]]:
             verdict = f"{e.strategy} solidly ahead"
         else:
             verdict = "no solid gap"
-        if _layerwise(e) and verdict != f"{focus} solidly ahead":
+        if _baseline(e, focus) and verdict != f"{focus} solidly ahead":
             solid_all = False
         gap = f"{test['gap']:+.3f}" if test else "–"
         p = leaderboard.p_text(test["p_value"]) if test else "–"
         seeds = f"{test['seeds_won']}/{test['seeds']}" if test else "–"
-        kind = "layer-wise" if _layerwise(e) else "other"
+        kind = ("variant (not a baseline)" if _variant_of(e, focus)
+                else "layer-wise" if _layerwise(e) else "other")
         rows.append(f"| {e.strategy} | {kind} | {_fmt(e.mean('test_macro_f1'))} | {gap} | {p} | {seeds} | {verdict} |")
     lines = [f"{focus}: test macro F1 {_fmt(mine.mean('test_macro_f1'))} ± "
              f"{_fmt(mine.std('test_macro_f1'))} over {len(mine.runs)} seeds.", "",
@@ -85,7 +97,7 @@ def convergence_claim(task: str, entries, focus: str) -> tuple[str, list[str]]:
                             "steps to target cannot be measured."]
     mine_steps = _steps_by_seed(mine, target.value)
     rivals = [e for e in entries if e is not mine and e.runs
-              and (_layerwise(e) or e.strategy == "lora")]
+              and (_baseline(e, focus) or e.strategy == "lora")]
     rows, faster_all = [], len(mine_steps) >= leaderboard.SOLID_MIN_SEEDS and bool(rivals)
     for e in entries:
         timed = convergence.entry_time(e, target) if e.runs else None
@@ -231,8 +243,7 @@ def _train_rows(entries) -> int | None:
 def _variants(entries, focus: str) -> list[str]:
     """Other entries of the focus strategy (e.g. the reference's frozen head) as caveats."""
     mine = _focus(entries, focus)
-    variants = [e for e in entries if e is not mine and e.runs
-                and e.runs[0].params.get("strategy") == focus]
+    variants = [e for e in entries if e is not mine and _variant_of(e, focus)]
     if mine is None or not variants:
         return []
     lines = ["### Caveat: variants of the focus strategy", ""]
