@@ -124,6 +124,9 @@ def test_claims_card_verdicts_follow_the_rules(tmp_path):
     assert "### 2. Converges fast: **not supported**" in text
     assert "### 3. Uses little memory: **not supported**" in text  # above LoRA's 1200 MiB
     assert "### 4. Works on small corpora: **not testable here**" in text
+    companion = claims.render_claims("deep-small", weak, leaderboard.RunSource("results", "x"),
+                                     "ir-tuning", tmp_path).read_text()
+    assert "the small-corpus companion of `deep`" in companion
 
 
 def test_claims_card_names_variants_of_the_focus_strategy(tmp_path):

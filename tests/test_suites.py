@@ -24,7 +24,8 @@ TINY_BUDGET = {"max_steps": 4, "eval_every": 2, "batch_size": 8, "train_limit": 
 
 @pytest.mark.parametrize("suite,trials", [("revisions", 48), ("revisions-extended", 44),
                                           ("revisions-smollm", 5),
-                                          ("revisions-deep", 25)])
+                                          ("revisions-deep", 25),
+                                          ("revisions-deep-small", 12)])
 def test_committed_leaderboard_rebuilds_from_its_trial_files(suite, trials, tmp_path):
     """The committed reference results stay auditable: their trial files alone give the
     committed table rows, with no MLflow store."""

@@ -216,8 +216,12 @@ def render_claims(suite: str, records: list[RunRecord], source: RunSource, focus
                 sections.append(("4. Works on small corpora", small_corpus_claim(
                     small_entries, focus, task, rows, full)))
         if len(sections) == 3:
-            sections.append(("4. Works on small corpora", (UNTESTABLE, [
-                f"No small-corpus suite results were found (by default `{suite}-small`)."])))
+            base = Path(suite).stem.removesuffix("-small")
+            why = (f"This suite is the small-corpus companion of `{base}`: the claim is judged "
+                   f"in `{base}`'s card, against its full-corpus runs."
+                   if base != Path(suite).stem else
+                   f"No small-corpus suite results were found (by default `{suite}-small`).")
+            sections.append(("4. Works on small corpora", (UNTESTABLE, [why])))
         for title, (verdict, body) in sections:
             verdicts.append((task, title, verdict))
             lines += [f"### {title}: **{verdict}**", "", *body, ""]
