@@ -118,6 +118,13 @@ def test_a_method_from_outside_ranks_with_the_committed_files_as_in_a_full_run(
     merged = (merged_dir / "leaderboard.md").read_text()
     assert "the committed trial files" in merged and "| bottom-blocks |" in merged
     assert (merged_dir / "report.md").exists() and (merged_dir / "comparison.json").exists()
+    # Its overhead reads from the store under the comparison's name; there is no suite file.
+    from benchmark.tools.perf import suite_overhead
+    capsys.readouterr()
+    assert suite_overhead.main(["--suite", "cmp+bottom-blocks",
+                                "--tracking-uri", f"sqlite:///{work}/mlflow.db"]) == 0
+    overhead = capsys.readouterr().out
+    assert "cmp+bottom-blocks" in overhead and "trials in this run / resumed (not counted) | 1 / 0" in overhead
 
     # A full run of the suite with the method as one more entry, from scratch elsewhere.
     full = tmp_path / "full"

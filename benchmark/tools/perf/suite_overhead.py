@@ -7,6 +7,7 @@ Reads the latest run of the suite from MLflow (its wall time is recorded as expe
 tags by `benchmark run`), or runs the suite first with --run.
 
     python -m benchmark.tools.perf.suite_overhead --suite revisions
+    python -m benchmark.tools.perf.suite_overhead --suite revisions+my-method   # after run --only
 """
 
 from __future__ import annotations
@@ -157,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ...sweep.suite import load_suite
 
+    pieces = args.wall_time_s is not None  # the suite's own concurrency, not the last piece's
+    if not (args.run or pieces) and "+" in args.suite:
+        # `run --only`'s experiment (`revisions+my-method`): no suite file, the store has it all.
+        print(report(measure(args.suite, args.tracking_uri)))
+        return 0
     suite = load_suite(args.suite)
     if args.run:
         from ...cli import main as cli
@@ -167,7 +173,6 @@ def main(argv: list[str] | None = None) -> int:
             command += ["--data-dir", args.data_dir]
         if cli(command) != 0:
             return 1
-    pieces = args.wall_time_s is not None  # the suite's own concurrency, not the last piece's
     print(report(measure(suite.name, args.tracking_uri, args.wall_time_s,
                          suite.resources.get("max_concurrent_trials") if pieces else None)))
     return 0
