@@ -81,6 +81,10 @@ def test_boards_name_the_cpus_and_warn_when_a_suite_finished_on_another(tmp_path
     one_cpu = leaderboard.markdown("s", leaderboard.collect(records[:2]), source)
     assert "CPUs: AMD EPYC (avx2, avx512_bf16): 2 runs." in one_cpu
     assert "compare only" not in one_cpu
+    records[2].result()["environment"] = {"device": "cpu"}  # a file older than the CPU record
+    older = leaderboard.markdown("s", leaderboard.collect(records), source)
+    assert "not recorded (trial files older than the record): 1 run." in older
+    assert "compare only between runs of one CPU" in older
 
 
 def test_selection_dynamics_count_blocks_changes_and_the_last_change():

@@ -205,11 +205,12 @@ def cpu_lines(runs: list[RunRecord]) -> list[str]:
     counts: dict[str, int] = {}
     for r in runs:
         env = r.result().get("environment", {})
-        if env.get("device", "cpu") != "cpu" or not env.get("cpu_model"):
+        if env.get("device", "cpu") != "cpu":
             continue
-        name = f"{env['cpu_model']} ({', '.join(env.get('cpu_flags', [])) or 'no AVX2'})"
+        name = (f"{env['cpu_model']} ({', '.join(env.get('cpu_flags', [])) or 'no AVX2'})"
+                if env.get("cpu_model") else "not recorded (trial files older than the record)")
         counts[name] = counts.get(name, 0) + 1
-    if not counts:
+    if not counts or list(counts) == ["not recorded (trial files older than the record)"]:
         return []
     line = "CPUs: " + "; ".join(f"{name}: {n} run{'s' * (n != 1)}" for name, n in sorted(counts.items())) + "."
     if len(counts) > 1:
