@@ -196,7 +196,7 @@ def render_claims(suite: str, records: list[RunRecord], source: RunSource, focus
              f"on small revision corpora. Each claim below is stated for `{focus}` and judged "
              "from this suite's runs alone. Solid gap: paired bootstrap over test examples "
              f"p < 0.05 and ahead on every seed, of at least {leaderboard.SOLID_MIN_SEEDS}.", ""]
-    lines += leaderboard.cpu_lines([r for es in board.values() for e in es for r in e.runs])
+    lines += leaderboard.cpu_lines(board)
     verdicts = []
     for task, entries in board.items():
         mine = _focus(entries, focus)
@@ -216,10 +216,11 @@ def render_claims(suite: str, records: list[RunRecord], source: RunSource, focus
                 sections.append(("4. Works on small corpora", small_corpus_claim(
                     small_entries, focus, task, rows, full)))
         if len(sections) == 3:
-            base = Path(suite).stem.removesuffix("-small")
+            name = Path(suite).stem
+            base = name.removesuffix("-small")
             why = (f"This suite is the small-corpus companion of `{base}`: the claim is judged "
                    f"in `{base}`'s card, against its full-corpus runs."
-                   if base != Path(suite).stem else
+                   if base != name else
                    f"No small-corpus suite results were found (by default `{suite}-small`).")
             sections.append(("4. Works on small corpora", (UNTESTABLE, [why])))
         for title, (verdict, body) in sections:
@@ -247,7 +248,7 @@ def _train_rows(entries) -> int | None:
 def _variants(entries, focus: str) -> list[str]:
     """Other entries of the focus strategy (e.g. the reference's frozen head) as caveats."""
     mine = _focus(entries, focus)
-    variants = [e for e in entries if e is not mine and _variant_of(e, focus)]
+    variants = [e for e in entries if _variant_of(e, focus)]
     if mine is None or not variants:
         return []
     lines = ["### Caveat: variants of the focus strategy", ""]

@@ -198,19 +198,23 @@ def _p_cell(test: dict | None) -> str:
             + f" ({test['seeds_won']}/{test['seeds']})")
 
 
-def cpu_lines(runs: list[RunRecord]) -> list[str]:
-    """Which CPUs the runs trained on (model and the flags that set precision and speed), and,
-    when there were several, that their seconds do not compare: a suite may finish on another
-    machine of the same precision, so its F1 and steps stand but its timings mix."""
+NOT_RECORDED = "not recorded (trial files older than the record)"
+
+
+def cpu_lines(board: dict[str, list[Entry]]) -> list[str]:
+    """Which CPUs the board's runs trained on (model and the flags that set precision and
+    speed), and, when there were several, that their seconds do not compare: a suite may
+    finish on another machine of the same precision, so its F1 and steps stand but its
+    timings mix."""
     counts: dict[str, int] = {}
-    for r in runs:
+    for r in (r for entries in board.values() for e in entries for r in e.runs):
         env = r.result().get("environment", {})
         if env.get("device", "cpu") != "cpu":
             continue
         name = (f"{env['cpu_model']} ({', '.join(env.get('cpu_flags', [])) or 'no AVX2'})"
-                if env.get("cpu_model") else "not recorded (trial files older than the record)")
+                if env.get("cpu_model") else NOT_RECORDED)
         counts[name] = counts.get(name, 0) + 1
-    if not counts or list(counts) == ["not recorded (trial files older than the record)"]:
+    if set(counts) <= {NOT_RECORDED}:
         return []
     line = "CPUs: " + "; ".join(f"{name}: {n} run{'s' * (n != 1)}" for name, n in sorted(counts.items())) + "."
     if len(counts) > 1:
@@ -237,7 +241,7 @@ def markdown(suite: str, board: dict[str, list[Entry]], source: RunSource,
     devices = sorted({r.tags.get("device", "?") for es in board.values() for e in es for r in e.runs})
     if commits:
         lines += [f"Commits: {', '.join(commits)}; devices: {', '.join(devices)}.", ""]
-    lines += cpu_lines([r for es in board.values() for e in es for r in e.runs])
+    lines += cpu_lines(board)
     lines += _model_lines(board)
     for task, entries in board.items():
         staged = any(e.candidates for e in entries)
