@@ -197,6 +197,13 @@ def render_claims(suite: str, records: list[RunRecord], source: RunSource, focus
              "from this suite's runs alone. Solid gap: paired bootstrap over test examples "
              f"p < 0.05 and ahead on every seed, of at least {leaderboard.SOLID_MIN_SEEDS}.", ""]
     lines += leaderboard.cpu_lines(board)
+    stem = Path(suite).stem
+    small_board = leaderboard.collect(small[0]) if small is not None else {}
+    base = stem.removesuffix("-small")
+    no_small_why = (f"This suite is the small-corpus companion of `{base}`: the claim is judged "
+                    f"in `{base}`'s card, against its full-corpus runs."
+                    if base != stem else
+                    f"No small-corpus suite results were found (by default `{suite}-small`).")
     verdicts = []
     for task, entries in board.items():
         mine = _focus(entries, focus)
@@ -207,29 +214,19 @@ def render_claims(suite: str, records: list[RunRecord], source: RunSource, focus
         sections = [("1. Outperforms the layer-wise baselines", accuracy_claim(task, entries, focus)),
                     ("2. Converges fast", convergence_claim(task, entries, focus)),
                     ("3. Uses little memory", memory_claim(task, entries, focus))]
-        if small is not None:
-            small_board = leaderboard.collect(small[0])
-            if task in small_board:
-                small_entries = small_board[task]
-                rows = _train_rows(small_entries)
-                full = _train_rows(entries)
-                sections.append(("4. Works on small corpora", small_corpus_claim(
-                    small_entries, focus, task, rows, full)))
-        if len(sections) == 3:
-            name = Path(suite).stem
-            base = name.removesuffix("-small")
-            why = (f"This suite is the small-corpus companion of `{base}`: the claim is judged "
-                   f"in `{base}`'s card, against its full-corpus runs."
-                   if base != name else
-                   f"No small-corpus suite results were found (by default `{suite}-small`).")
-            sections.append(("4. Works on small corpora", (UNTESTABLE, [why])))
+        if task in small_board:
+            small_entries = small_board[task]
+            sections.append(("4. Works on small corpora", small_corpus_claim(
+                small_entries, focus, task, _train_rows(small_entries), _train_rows(entries))))
+        else:
+            sections.append(("4. Works on small corpora", (UNTESTABLE, [no_small_why])))
         for title, (verdict, body) in sections:
             verdicts.append((task, title, verdict))
             lines += [f"### {title}: **{verdict}**", "", *body, ""]
         lines += _variants(entries, focus)
     lines += ["## Summary", "", "| task | claim | verdict |", "|---|---|---|",
               *[f"| {t} | {c} | {v} |" for t, c, v in verdicts], ""]
-    out_dir = results_dir / Path(suite).stem
+    out_dir = results_dir / stem
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "claims.md"
     path.write_text("\n".join(lines))
