@@ -1,6 +1,8 @@
 """The perf scripts on tiny settings: they run and their bookkeeping is right (timings
 are printed, never asserted)."""
 
+import pytest
+
 from benchmark.tools.perf import bookkeeping, input_pipeline, memory
 
 
@@ -98,3 +100,22 @@ def test_step_candidates_and_cost_growth_print_their_tables(data_dir, capsys):
     assert len(rows) == 2  # one point (one real run); its fit needs two, so it says nan
     assert float(rows[0].split("|")[4]) > 0
     assert "start-up s (fit)" in out
+
+
+def test_utilisation_counts_flops_and_times_every_variant_against_the_legacy_path(capsys):
+    from benchmark.tools.perf import mfu
+
+    assert mfu.main(["--suite", "smoke", "--strategies", "lora", "--steps", "1", "--warmup", "0",
+                     "--variants", "legacy", "fast masks", "--profile-top", "2"]) == 0
+    out = capsys.readouterr().out
+    peak = float(out.split("GFLOP/s")[0].rsplit(":", 1)[1])
+    assert peak > 0  # this device's own measured matmul rate
+    rows = [[c.strip() for c in l.strip("|").split("|")] for l in out.splitlines()
+            if l.startswith("| lora |")]
+    assert [r[1] for r in rows] == ["legacy", "fast masks"]
+    assert rows[0][3] == rows[1][3] and float(rows[0][3]) > 0  # the same FLOPs charged to both
+    assert rows[0][-1] == "1.00x"
+    mfu_share = float(rows[1][7].rstrip("%")) / 100
+    rate = float(rows[1][3]) / float(rows[1][4])  # GFLOP per step / seconds per step
+    assert mfu_share == pytest.approx(rate / peak, rel=0.1)  # MFU: the rate over the peak
+    assert "Profile, lora, legacy" in out and "Profile, lora, fast masks" in out

@@ -35,6 +35,7 @@ def test_every_strategy_trains_end_to_end(model, strategy, data_dir):
     assert result["peak_memory_mb"] > 100 and result["memory_source"] == "rss"
     assert result["train_samples_per_s"] > 0
     assert 0 < result["trainable_share"] <= 1
+    assert result["kernels"]["dropout_masks"] == "fast"  # the `train` defaults, recorded
     layerwise = REGISTRY.get(strategy).layerwise
     trace = result["selection_trace"]
     if layerwise:

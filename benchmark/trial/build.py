@@ -31,6 +31,7 @@ class Trial:
     task: Any = None  # None when built without data
     splits: dict[str, Any] | None = None  # tokenized train / validation / test
     class_weights: Any = None  # per-class loss weights (loss balanced-ce), on the device
+    kernels: dict[str, Any] | None = None  # the kernel choices applied (kernels.apply_kernels)
 
     def attach_probe_batches(self, batches) -> None:
         """Give the strategy a source of probe batches (an endless iterator) and a
@@ -97,6 +98,7 @@ def build_trial(config: TrainConfig, *, num_labels: int | None = None,
 
     from . import data, models
     from .backends import make_backend
+    from .kernels import apply_kernels
 
     transformers.set_seed(config.seed)
     device = resolve_device(config.device)
@@ -136,12 +138,16 @@ def build_trial(config: TrainConfig, *, num_labels: int | None = None,
     lr = config.lr if config.lr is not None else strategy.default_lr
     warmup = config.warmup_steps if config.warmup_steps is not None else max(1, config.max_steps // 10)
     model, optimizer, scheduler = setup_optimization(model, strategy, backend, config, lr, warmup)
+    applied = apply_kernels(model, optimizer, attention=config.attention,
+                            dropout_masks=config.dropout_masks,
+                            frozen_weights=config.frozen_weights, device=device,
+                            autocast_dtype=autocast_dtype)
     scaler = torch.amp.GradScaler(device.split(":")[0]) if use_scaler else None
     trial = Trial(config=config, model=model, tokenizer=tokenizer, strategy=strategy,
                   optimizer=optimizer, scheduler=scheduler, backend=backend, device=device,
                   precision=precision, autocast_dtype=autocast_dtype, scaler=scaler, lr=lr,
                   warmup=warmup, input_format=input_format, total_params=total_params,
-                  task=task, splits=splits)
+                  task=task, splits=splits, kernels=applied)
     if config.loss == "balanced-ce":
         if splits is None:
             raise ValueError("loss balanced-ce weighs classes by the train split: build with data")

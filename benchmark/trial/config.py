@@ -10,6 +10,7 @@ from typing import Any
 from ..core.errors import UserError
 from .backends import DEEPSPEED_CHOICES
 from .data import INPUT_FORMATS
+from .kernels import ATTENTION_CHOICES, DROPOUT_MASKS, FROZEN_WEIGHTS
 from .metrics import DEFAULT_CONVERGE_TOLERANCE
 from .models import DEFAULT_MODEL
 
@@ -51,6 +52,15 @@ class TrainConfig:
     adamw: str = option("fused", "the loop's AdamW kernel: fused (all tensors of a step in one "
                                  "kernel, the transformers Trainer's default) or loop (one "
                                  "tensor at a time, torch's CPU default)", choices=ADAMW_KERNELS)
+    # How a step computes (benchmark/trial/kernels.py). A suite that pins none of them trains
+    # as every trial before them did (kernels.LEGACY_KERNELS), so its trial keys keep meaning.
+    attention: str = option("auto", "attention kernel: sdpa, eager, or auto (the faster one "
+                                    "measured for the device and model)", choices=ATTENTION_CHOICES)
+    dropout_masks: str = option("fast", "fast (CPU masks from 16-bit slices of 64-bit random "
+                                        "words, p to within 1/65536) or torch (bernoulli_)",
+                                choices=DROPOUT_MASKS)
+    frozen_weights: str = option("compute", "never-trained linear weights stored in the autocast "
+                                            "dtype (compute) or kept in fp32", choices=FROZEN_WEIGHTS)
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: no clipping)")
     # The reference pads to 256; 128 keeps CPU runs affordable (p90 = 143 tokens on IteraTeR).
     max_length: int = option(128, "tokens per example, truncated beyond")
@@ -89,7 +99,8 @@ class TrainConfig:
                             "only the last step would be evaluated")
         if self.epochs is not None and self.epochs <= 0:
             raise UserError("epochs must be positive")
-        for name in ("precision", "deepspeed", "input_format", "loss"):
+        for name in ("precision", "deepspeed", "input_format", "loss", "adamw", "attention",
+                     "dropout_masks", "frozen_weights"):
             allowed = dataclasses_field(name).metadata["choices"]
             value = getattr(self, name)
             if value is not None and value not in allowed:

@@ -7,7 +7,11 @@ the peft model the `lora` strategy makes, its head trainable), AdamW over the sa
 parameter groups (the head at its own learning rate) with the same warm-up and linear
 decay, clipping at 1.0 and the same autocast precision. The Trainer gets the AdamW its
 users get by default (`adamw_torch_fused` since transformers 4.5x with torch >= 2.8);
-the loop uses its own optimizer.
+the loop uses its own optimizer. The Trainer's model is set up as a careful user would set
+it up: transformers' default attention (sdpa) and dropout, and under bf16 the frozen base
+weights of an adapter stored in bf16 (loading the model in bf16; peft keeps the adapters
+in fp32); the loop runs the `train` defaults (benchmark/trial/kernels.py), or the legacy
+path with `--loop-kernels legacy`.
 
 Two measurements, each variant in its own process, alternating loop / Trainer:
 - speed: training samples per second over `--speed-steps` steps, no evaluation;
@@ -56,6 +60,8 @@ def build_parser():
     parser.add_argument("--head-lr", type=float, default=1e-3)
     parser.add_argument("--adamw", default="fused", choices=("fused", "loop"),
                         help="the loop's AdamW kernel (the Trainer always gets its default)")
+    parser.add_argument("--loop-kernels", default="defaults", choices=("defaults", "legacy"),
+                        help="the loop's kernel choices: the `train` defaults or the legacy path")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--profile-steps", type=int, default=0,
                         help="profile this many training steps of each runner (0: none)")
@@ -65,10 +71,16 @@ def build_parser():
     return parser
 
 
-def config_for(strategy: str, args, seed: int, steps: int):
+def config_for(strategy: str, args, seed: int, steps: int, runner: str = "loop"):
     from ...trial.config import TrainConfig
+    from ...trial.kernels import LEGACY_KERNELS
 
-    return TrainConfig(task=args.task, strategy=strategy, model=args.model, data_dir=args.data_dir,
+    if runner == "trainer":  # transformers' own kernels; a bf16 model's frozen weights
+        kernels = {"attention": "sdpa", "dropout_masks": "torch", "frozen_weights": "compute"}
+    else:
+        kernels = LEGACY_KERNELS if args.loop_kernels == "legacy" else {}
+    return TrainConfig(**kernels, task=args.task, strategy=strategy, model=args.model,
+                       data_dir=args.data_dir,
                        seed=seed, max_steps=steps, batch_size=args.batch_size,
                        lr=DEFAULT_LR.get(strategy), head_lr=args.head_lr,
                        input_format=args.input_format, eval_every=steps, device=args.device,
@@ -193,7 +205,7 @@ def one(spec: str) -> int:
     args = build_parser().parse_args(json.loads(rest))
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = config_for(strategy, args, int(seed), int(steps))
+    config = config_for(strategy, args, int(seed), int(steps), runner)
     profiler = StepProfiler(args.profile_steps if profile == "1" else 0)
     figures = (run_loop if runner == "loop" else run_trainer)(config, profiler)
     figures["profile"] = profiler.top(args.top)
