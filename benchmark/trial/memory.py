@@ -16,6 +16,7 @@ cached GPU memory back before the next trial starts on that GPU.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import sys
 import threading
@@ -312,3 +313,121 @@ def release_accelerator_memory() -> None:
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
     torch.cuda.ipc_collect()  # memory other processes received through CUDA IPC
+
+
+# -- tensor memory by category ----------------------------------------------------------------
+CATEGORIES = ("parameters", "buffers", "gradients", "activations", "temporaries",
+              "optimizer_state", "other")
+# MemTracker's reference types -> our category names.
+_CATEGORY_OF = {"Parameter": "parameters", "Buffer": "buffers", "Gradient": "gradients",
+                "Activation": "activations", "Temp": "temporaries", "Optstate": "optimizer_state",
+                "Other": "other"}
+
+
+def tensor_tracker():
+    """torch's MemTracker, adapted to training with frozen parameters: it hooks the gradient
+    of trainable parameters only (a frozen one cannot take a hook), keeps the global peak
+    only (not every module's, which costs a pass over all modules per operation), and
+    records in which phase (forward, backward, optimizer) the peak occurred."""
+    from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType
+
+    total_key = "Total"
+
+    class TrainingMemTracker(MemTracker):
+        peak_phase = "none"
+
+        def _track_module_params_and_buffers(self, module, install_grad_hooks=True):
+            out = super()._track_module_params_and_buffers(module, install_grad_hooks=False)
+            if install_grad_hooks:
+                for param in module.parameters():
+                    if not param.requires_grad or self._param_to_grad_hook_handles.get(param):
+                        continue
+
+                    def grad_hook(grad):
+                        self._update_and_maybe_create_winfos(grad, _MemRefType.GRAD)
+
+                    self._param_to_grad_hook_handles[param] = (
+                        param.register_hook(grad_hook),
+                        param.register_post_accumulate_grad_hook(lambda p: grad_hook(p.grad)))
+            return out
+
+        def _update_peak_stats(self, peak_state) -> None:
+            for dev, snap in self._curr_mem_snap.items():
+                if self._peak_mem.get(dev, 0) < snap[total_key]:
+                    self._peak_mem[dev] = snap[total_key]
+                    self._peak_mem_snap[dev] = dict(snap)
+                    self.peak_phase = ("optimizer" if self._in_opt else
+                                       "backward" if self._mod_tracker.is_bw else "forward")
+
+        def categories(self, which: str = "peak") -> dict[str, int]:
+            snap = self._peak_mem_snap if which == "peak" else self._curr_mem_snap
+            out = dict.fromkeys(CATEGORIES, 0)
+            for dev_snap in snap.values():
+                for key, value in dev_snap.items():
+                    name = getattr(key, "value", key)
+                    if name in _CATEGORY_OF:
+                        out[_CATEGORY_OF[name]] += value
+            return out
+
+    return TrainingMemTracker()
+
+
+class TensorMemory:
+    """Peak live tensor memory of a trial by category, tracked on a few steps (torch's
+    MemTracker slows a step down: tracking all of them would cost the trial's speed).
+
+    The tracked steps are the third (optimizer state exists from the second on) and the
+    last (the most optimizer state a strategy that keeps it for frozen blocks holds). Layer-wise
+    strategies change blocks between steps, so the peak is that of these steps, not of
+    every step: `tensor_tracked_steps` says which. Not under DeepSpeed (it shards and
+    flattens the tensors itself)."""
+
+    def __init__(self, max_steps: int, enabled: bool = True):
+        # the third step (state exists from the second on; the second is the untracked step
+        # its overhead is measured against) and the last
+        self.steps = sorted({min(2, max_steps - 1), max_steps - 1}) if enabled else []
+        self.peak: dict[str, int] | None = None
+        self.peak_step: int | None = None
+        self.phase = None
+        self.seconds = 0.0  # wall seconds of the tracked steps
+        self.extra_s = 0.0  # what tracking added to them (over the untracked step before)
+        self.extra_cpu_s = 0.0
+        self._last = (0.0, 0.0)  # the last untracked step's (wall, CPU) seconds
+        self._overhead: dict[int, tuple[float, float]] = {}
+
+    @contextlib.contextmanager
+    def track(self, step: int, model, optimizer):
+        wall, cpu = time.perf_counter(), time.process_time()
+        if step not in self.steps:
+            yield
+            self._last = (time.perf_counter() - wall, time.process_time() - cpu)
+            return
+        tracker = tensor_tracker()
+        tracker.track_external(model, optimizer)
+        with tracker:
+            yield
+        categories = tracker.categories("peak")
+        if self.peak is None or sum(categories.values()) > sum(self.peak.values()):
+            self.peak, self.peak_step, self.phase = categories, step + 1, tracker.peak_phase
+        spent = (time.perf_counter() - wall, time.process_time() - cpu)
+        self.seconds += spent[0]
+        # the first step (warm-up) is no measure of an untracked step: no overhead known there
+        self._overhead[step] = tuple(max(0.0, s - last) if any(self._last) else 0.0
+                                     for s, last in zip(spent, self._last))
+        self.extra_s += self._overhead[step][0]
+        self.extra_cpu_s += self._overhead[step][1]
+
+    def overhead(self, step: int) -> tuple[float, float]:
+        """(wall, CPU) seconds that tracking added to this step, to leave out of its time."""
+        return self._overhead.get(step, (0.0, 0.0))
+
+    def result(self) -> dict[str, Any]:
+        if self.peak is None:
+            return {}
+        return {"tensor_peak_mb": round(sum(self.peak.values()) / MIB, 1),
+                "tensor_peak_by_category_mb": {k: round(v / MIB, 1) for k, v in self.peak.items()},
+                "tensor_peak_step": self.peak_step, "tensor_peak_phase": self.phase,
+                "tensor_tracked_steps": [s + 1 for s in self.steps],
+                "tensor_tracked_steps_s": round(self.seconds, 2),
+                "tensor_tracking_overhead_s": round(self.extra_s, 2),
+                "tensor_tracking_overhead_cpu_s": round(self.extra_cpu_s, 2)}
