@@ -79,3 +79,54 @@ def test_list_names_everything(capsys):
     out = capsys.readouterr().out
     for name in ("iterater", "argrewrite-coarse", "ir-tuning", "lisa", "minilm", "smoke", "revisions"):
         assert name in out
+
+
+def _on_a_terminal(code: str) -> bytes:
+    """What a Python process running `code` writes to a terminal (a pseudo-terminal)."""
+    import os
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: its stdout is the terminal
+        os.execv(sys.executable, [sys.executable, "-c", code])
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.waitpid(pid, 0)
+    return out
+
+
+def test_no_stray_colour_reset_after_the_last_line():
+    """Ray's bundled colorama writes ESC[0m to a terminal at exit; a command does not."""
+    ray_import = "import ray.autoscaler._private.cli_logger\n"
+    assert b"\x1b[0m" in _on_a_terminal(ray_import + "print('plain')")
+    out = _on_a_terminal(ray_import + "from benchmark.cli import main\nmain(['list'])")
+    assert b"ir-tuning" in out and b"\x1b[0m" not in out
+
+
+def test_help_lists_every_command_and_explains_the_paths(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "report,claims,list" in capsys.readouterr().out
+    for command in ("run", "leaderboard", "report", "claims", "sync"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--results-dir RESULTS_DIR where" in text or "--results-dir RESULTS_DIR write" in text, command
+        assert "--tracking-uri TRACKING_URI the MLflow tracking store" in text, command
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "--data-dir DATA_DIR the folder holding the corpora" in " ".join(
+        capsys.readouterr().out.split())
+
+
+def test_a_missing_data_dir_is_named_as_typed(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _fails_cleanly(capsys, ["run", "--suite", "smoke", "--data-dir", "../no/data"],
+                   "under ../no/data;")

@@ -2,6 +2,7 @@
 ranked with that suite's committed trial files (real Ray Tune, MLflow SQLite, tiny-llama);
 and the one-line refusals when the committed files were made under another setup."""
 
+import hashlib
 import json
 import shutil
 import sys
@@ -93,7 +94,7 @@ def _comparable_rows(markdown: str) -> list[list[str]]:
     for line in tables:
         if line.startswith("|---"):
             continue
-        cells = [c.strip() for c in line.strip("|").split("|")]
+        cells = [c.strip().removesuffix(" (new)") for c in line.strip("|").split("|")]
         rows.append([cells[i] for i in keep if i < len(cells)])
     return rows
 
@@ -116,8 +117,45 @@ def test_a_method_from_outside_ranks_with_the_committed_files_as_in_a_full_run(
     new_files = list((merged_dir / "trials").glob("*.json"))
     assert len(new_files) == 1 and json.loads(new_files[0].read_text())["trial"]["options"]["k"] == 2
     merged = (merged_dir / "leaderboard.md").read_text()
-    assert "the committed trial files" in merged and "| bottom-blocks |" in merged
-    assert (merged_dir / "report.md").exists() and (merged_dir / "comparison.json").exists()
+    assert "the committed trial files" in merged and "| bottom-blocks (new) |" in merged
+    assert "| lora |" in merged  # the committed rows are not marked
+    report = (merged_dir / "report.md").read_text()
+    assert "## bottom-blocks: which blocks it trained" in report  # the new entry, not the suite's focus
+    assert "| iterater | lora |" in report and "bottom-blocks (new)" in report
+    comparison = json.loads((merged_dir / "comparison.json").read_text())
+    assert comparison["committed"] == "../cmp" and comparison["include_path"] == [str(plugin)]
+    # The new trial records its outside code by content, and its MLflow run says so too.
+    code = json.loads(new_files[0].read_text())["strategy_code"]
+    plugin_file = plugin / "bottom_blocks.py"
+    assert code["outside_repository"] and code["layerwise"] is True
+    assert code["sha256"] == hashlib.sha256(plugin_file.read_bytes()).hexdigest()
+    from benchmark.sweep.tracking import connect, runs_of
+    client = connect(f"sqlite:///{work}/mlflow.db")
+    [run] = runs_of(client, client.get_experiment_by_name("cmp+bottom-blocks").experiment_id)
+    assert run.data.tags["strategy_sha256"] == code["sha256"]
+    assert run.info.run_name == "iterater/bottom-blocks/s0"
+    assert f"python -m benchmark claims --from-results {merged_dir}" in out
+
+    # The board again from the comparison's folder: the merged one (not a one-entry board),
+    # left as it was, and the line says where it is.
+    written = (merged_dir / "leaderboard.md").read_bytes()
+    capsys.readouterr()
+    assert main(["leaderboard", "--from-results", str(merged_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"leaderboard written to {merged_dir}/leaderboard.md and .html" in out
+    assert (merged_dir / "leaderboard.md").read_bytes() == written
+    # Its claims card: the new entry judged against the committed runs. The suite has no
+    # layer-wise baseline, unless one is declared so (--kind); one seed: no solid gap.
+    assert main(["claims", "--from-results", str(merged_dir)]) == 0
+    card = (merged_dir / "claims.md").read_text()
+    assert "# Claims card: suite `cmp+bottom-blocks`, focus `bottom-blocks`" in card
+    assert "No layer-wise baselines on iterater" in card
+    assert main(["claims", "--from-results", str(merged_dir), "--kind", "lora=layer-wise"]) == 0
+    card = (merged_dir / "claims.md").read_text()
+    assert "### 1. Outperforms the layer-wise baselines: **not supported**" in card
+    assert "| lora | layer-wise |" in card and "| head-only | other |" in card
+    assert f"--kind lora=layer-wise`" in card  # the line that reproduces it
+    assert "No small-corpus suite results were found (by default `cmp-small`" in card
     # Its overhead reads from the store under the comparison's name; there is no suite file.
     from benchmark.tools.perf import suite_overhead
     capsys.readouterr()
@@ -140,6 +178,34 @@ def test_a_method_from_outside_ranks_with_the_committed_files_as_in_a_full_run(
     ranks = [row[:2] for row in _comparable_rows(board)[1:]]
     assert len(ranks) == 4 and {r[1] for r in ranks} >= {"bottom-blocks", "lora", "head-only"}
     assert all(row[3] not in ("", "–") for row in _comparable_rows(board)[2:4])  # p-values
+
+
+FAILING = PLUGIN.replace("bottom-blocks", "failing-blocks").replace(
+    "BottomBlocks", "FailingBlocks").replace(
+    "return list(range(min(self.config.k, self.num_blocks)))",
+    "raise ValueError(f'no block for step {step}')")
+
+
+def test_an_outside_strategy_that_fails_keeps_its_traceback(committed, plugin, data_dir,
+                                                            tmp_path, capsys):
+    shutil.copytree(committed, tmp_path / "work")
+    work = tmp_path / "work"
+    (plugin / "failing_blocks.py").write_text(textwrap.dedent(FAILING))
+    try:
+        capsys.readouterr()
+        assert main(_run(work, _suite(work, COMMITTED), data_dir, "--only", "failing-blocks",
+                         "--include-path", str(plugin))) == 1
+    finally:
+        STRATEGIES._entries.pop("failing-blocks", None)
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if "failing-blocks/s0 FAILED" in l)
+    # One line: the error and where it was raised, in the user's own file.
+    assert "ValueError: no block for step 0 (at " in line and "failing_blocks.py:" in line
+    [record] = [json.loads(p.read_text()) for p in
+                (work / "results" / "cmp+failing-blocks" / "trials").glob("*.json")]
+    assert record["status"] == "FAILED" and record["error"].startswith("ValueError: no block")
+    assert "Traceback (most recent call last)" in record["traceback"]
+    assert f"{plugin / 'failing_blocks.py'}\", line" in record["traceback"]
 
 
 def _refusal(capsys, args) -> str:

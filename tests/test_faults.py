@@ -56,8 +56,18 @@ def test_a_fresh_clone_resumes_from_its_trial_files_alone(tmp_path, data_dir, mo
     args = ["run", "--suite", "revisions", "--tracking-uri", uri, "--data-dir", str(data_dir),
             "--results-dir", str(results), "--storage-path", str(tmp_path / "ray")]
     before = {p.name: p.read_text() for p in (results / "revisions" / "trials").glob("*.json")}
+    board_files = ("leaderboard.md", "leaderboard.html", "f1_vs_memory.png", "dev_f1_curves.png")
+    for name in board_files:  # as a fresh clone has them: committed
+        shutil.copy(REPO / "results" / "revisions" / name, results / "revisions" / name)
     assert main(args) == 0
     out = capsys.readouterr().out
+    # The committed board, re-rendered from the same runs (from MLflow, at another time),
+    # is left as it is: the clone's `git status` stays clean.
+    for name in board_files:
+        assert (results / "revisions" / name).read_bytes() == (
+            REPO / "results" / "revisions" / name).read_bytes(), name
+    tags = connect(uri).get_experiment_by_name("revisions").tags
+    assert tags["last_run.trials_resumed"] == "48" and tags["last_run.trials_trained"] == "0"
     # Stage select's 24 trials, then stage final's 24 (seeds 1 and 2 of the chosen rates).
     restored = [int(line.split()[0]) for line in out.splitlines()
                 if "finished trial(s) restored into MLflow from their trial files" in line]
@@ -291,6 +301,7 @@ def test_a_tracking_outage_mid_suite_costs_no_training(tmp_path, data_dir):
         runs = _runs(uri, "outage")
         assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
         assert len({r.data.tags["trial_key"] for r in runs}) == 3
+        assert len({r.info.run_name for r in runs}) == 3  # lr in the name: runs told apart
         client = connect(uri)
         for r in runs:
             assert "test_macro_f1" in r.data.metrics

@@ -84,7 +84,14 @@ class Registry(Generic[T]):
     def unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(str(name), self.names(), n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"unknown {self.kind} {name!r}{hint}; known: {', '.join(self.names()) or '(none)'}"
+        outside = ""
+        if self.include_env:  # a method from outside the repository is named only once imported
+            given = include_paths(os.environ.get(self.include_env, ""))
+            outside = (f"; a {self.kind} from outside the repository is known once its file is "
+                       "given with --include-path PATH (or $" + self.include_env + ")"
+                       + (f"; included now: {', '.join(given)}" if given else ""))
+        return (f"unknown {self.kind} {name!r}{hint}; known: {', '.join(self.names()) or '(none)'}"
+                + outside)
 
     def names(self) -> list[str]:
         self._discover()
@@ -142,6 +149,17 @@ def _import_file(file: Path, name: str, kind: str, package_dir: Path | None = No
     except Exception as error:  # the user's code: one line naming the file, no traceback
         del sys.modules[name]
         raise UserError(f"cannot import {kind} module {file}: {_one_line(error)}") from None
+
+
+def source_file(entry: object) -> Path | None:
+    """The file that defines a registered class or function (None when it has none)."""
+    import inspect
+
+    try:
+        found = inspect.getsourcefile(entry) or inspect.getfile(entry)
+    except (TypeError, OSError):
+        return None
+    return Path(found).resolve() if found else None
 
 
 def _one_line(error: BaseException) -> str:
