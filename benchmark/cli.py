@@ -1,4 +1,4 @@
-"""Command line: `python -m benchmark {train,run,sync,leaderboard,report,list,data,models}`.
+"""Command line: `python -m benchmark {train,run,sync,leaderboard,report,claims,list,data,models}`.
 
 Bad input is one line on stderr and exit status 2, never a traceback.
 """
@@ -16,6 +16,12 @@ from .core.errors import TrialFailed, UserError
 from .sweep.tracking import DEFAULT_TRACKING_URI
 
 
+DATA_DIR_HELP = ("the folder holding the corpora (default: $BENCHMARK_DATA_DIR, else the "
+                 "per-user cache that `python -m benchmark data fetch` fills)")
+RESULTS_DIR_HELP = ("where each suite's folder (leaderboard, report, trial files) lives "
+                    "(default: results)")
+TRACKING_URI_HELP = (f"the MLflow tracking store (default: {DEFAULT_TRACKING_URI}, i.e. "
+                     "results/mlflow.db in the directory you run in)")
 VERBOSE_HELP = ("also show the libraries' own warnings and log lines (deprecations, "
                 "kernels not found, Ray and DeepSpeed start-up), filtered out by default")
 
@@ -96,16 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run a suite on Ray Tune, log to MLflow, print its leaderboard")
     run.add_argument("--suite", default="revisions", help="a shipped suite name or a YAML path")
-    run.add_argument("--tracking-uri", default=None, help=f"MLflow store (default: {DEFAULT_TRACKING_URI})")
+    run.add_argument("--tracking-uri", default=None, help=TRACKING_URI_HELP)
     run.add_argument("--address", default=None, help="join an existing Ray cluster (host:port or auto)")
     run.add_argument("--storage-path", default=None, help="Ray trial state (shared storage on multi-node clusters)")
-    run.add_argument("--data-dir", default=None)
-    run.add_argument("--results-dir", type=Path, default=Path("results"))
+    run.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    run.add_argument("--results-dir", type=Path, default=Path("results"), help=RESULTS_DIR_HELP)
     run.add_argument("--dry-run", action="store_true", help="print the trial plan and resources, run nothing")
     run.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     run.add_argument("--tracking-patience", type=float, default=120, metavar="SECONDS",
                      help="how long the end of a run waits for an MLflow store lost mid-suite "
                      "before leaving its runs to `sync` (default 120)")
+    run.add_argument("--allow-mixed-code", action="store_true",
+                     help="add trials to a suite that pins its training code although its trial "
+                     "files were trained under another digest of it (default: refused, exit 2)")
 
     _add_include_path(run)
     only = run.add_argument_group(
@@ -127,56 +136,82 @@ def build_parser() -> argparse.ArgumentParser:
     sync = commands.add_parser("sync", help="log a suite's FINISHED trial files into MLflow "
                                "(those it lacks, e.g. after a tracking outage)")
     sync.add_argument("--suite", default="revisions", help="a shipped suite name or a YAML path")
-    sync.add_argument("--tracking-uri", default=None, help=f"MLflow store (default: {DEFAULT_TRACKING_URI})")
-    sync.add_argument("--results-dir", type=Path, default=Path("results"))
+    sync.add_argument("--tracking-uri", default=None, help=TRACKING_URI_HELP)
+    sync.add_argument("--results-dir", type=Path, default=Path("results"), help=RESULTS_DIR_HELP)
 
     board = commands.add_parser("leaderboard", help="render a suite's leaderboard from MLflow "
                                 "(or from its committed trial files)")
-    board.add_argument("--suite", default=None,
-                       help="suite name or YAML path (default: revisions, or the one the "
-                       "--from-results files record)")
-    board.add_argument("--tracking-uri", default=None)
-    board.add_argument("--results-dir", type=Path, default=Path("results"))
-    board.add_argument("--from-results", type=Path, default=None, metavar="DIR",
-                       help="read the trial files under DIR/trials (e.g. results/revisions) "
-                       "instead of MLflow")
+    _add_report_source(board)
 
-    report = commands.add_parser("report", help="write results/<suite>/report.md: leaderboard, "
-                                 "per-class F1, IR-Tuning's block selection, reference settings")
-    report.add_argument("--suite", default=None,
-                        help="suite name or YAML path (default: revisions, or the one the "
-                        "--from-results files record)")
-    report.add_argument("--tracking-uri", default=None)
-    report.add_argument("--results-dir", type=Path, default=Path("results"))
-    report.add_argument("--from-results", type=Path, default=None, metavar="DIR",
-                        help="read the trial files under DIR/trials instead of MLflow")
+    report = commands.add_parser("report", help="write <suite>/report.md: leaderboard, per-class "
+                                 "F1, the focus strategy's block selection and paired tests, "
+                                 "reference settings")
+    _add_report_source(report)
+    report.add_argument("--focus", default=None,
+                        help="the strategy the report looks into (default: the suite's focus; "
+                        "a comparison's: its new entry)")
 
-    claims = commands.add_parser("claims", help="write results/<suite>/claims.md: the paper's "
-                                 "claims for the suite's focus strategy, each with a verdict")
-    claims.add_argument("--suite", default=None,
-                        help="suite name or YAML path (default: revisions, or the one the "
-                        "--from-results files record)")
-    claims.add_argument("--tracking-uri", default=None)
-    claims.add_argument("--results-dir", type=Path, default=Path("results"))
-    claims.add_argument("--from-results", type=Path, default=None, metavar="DIR",
-                        help="read the trial files under DIR/trials instead of MLflow")
+    claims = commands.add_parser("claims", help="write <suite>/claims.md: the IR-Tuning paper's "
+                                 "claims for a strategy (a comparison's new method too), each "
+                                 "with a verdict")
+    _add_report_source(claims)
     claims.add_argument("--small-results", type=Path, default=None, metavar="DIR",
                         help="the small-corpus suite's results folder (default: "
-                        "RESULTS_DIR/<suite>-small when it holds trial files)")
-    claims.add_argument("--focus", default=None, help="the strategy to judge (default: the suite's focus)")
+                        "RESULTS_DIR/<suite>-small, or its comparison <suite>-small+<entry>, "
+                        "when it holds trial files)")
+    claims.add_argument("--focus", default=None,
+                        help="the strategy to judge (default: the suite's focus; a "
+                        "comparison's: its new entry)")
+    claims.add_argument("--statistics", choices=["paired-bootstrap", "hierarchical"],
+                        default=None, help="how gaps are tested (default: the suite's "
+                        "`statistics:`, else paired-bootstrap)")
+    claims.add_argument("--kind", action="append", metavar="ENTRY=KIND",
+                        help="count ENTRY as layer-wise or other (KIND), for a strategy whose "
+                        "class is not importable here (no --include-path) and whose trial "
+                        "files do not record its `layerwise` declaration (repeatable)")
+    _add_include_path(claims)
 
     listing = commands.add_parser("list", help="tasks, strategies, models and suites")
     _add_include_path(listing)
 
     data = commands.add_parser("data", help="corpora: fetch them from their public sources")
     data.add_argument("action", choices=["fetch"])
-    data.add_argument("--data-dir", default=None)
+    data.add_argument("--data-dir", default=None,
+                      help="the folder to fetch the corpora into (default: $BENCHMARK_DATA_DIR, "
+                      "else the per-user cache)")
     data.add_argument("--task", action="append", help="only these tasks (default: all)")
 
     models = commands.add_parser("models", help="model aliases: list them, fetch smollm2-135m")
     models.add_argument("action", choices=["list", "fetch"])
     models.add_argument("name", nargs="?", help="the alias to fetch (smollm2-135m)")
+
+    from .trial.memory_estimate import add_memory_command
+    add_memory_command(commands)  # `memory`: peak training memory by category, fake tensors
     return parser
+
+
+def _add_report_source(parser) -> None:
+    """Where leaderboard, report and claims read their runs, and where they write."""
+    parser.add_argument("--suite", default=None,
+                        help="suite name or YAML path (default: revisions, or the one the "
+                        "--from-results files record)")
+    parser.add_argument("--tracking-uri", default=None, help=TRACKING_URI_HELP)
+    parser.add_argument("--results-dir", type=Path, default=None,
+                        help="write into RESULTS_DIR/<suite> (default: the --from-results "
+                        "folder, else results/<suite>)")
+    parser.add_argument("--from-results", type=Path, default=None, metavar="DIR",
+                        help="read the trial files under DIR/trials (e.g. results/revisions) "
+                        "instead of MLflow; a comparison's folder (results/<suite>+<entry>) "
+                        "brings the committed runs it was ranked with")
+
+
+def check_outside_strategies(names) -> None:
+    """Strategies from outside the repository, checked against the loop's contract before
+    anything trains (one line naming what is missing)."""
+    from .trial.contract import check_contract, outside_strategies
+
+    for name in outside_strategies(names):
+        check_contract(name)
 
 
 def cmd_train(args) -> int:
@@ -195,6 +230,7 @@ def cmd_train(args) -> int:
 
     task = tasks.get_task(config.task)  # unknown names fail before any work starts
     check_zero_support(config.deepspeed, get_strategy(config.strategy, config.strategy_options))
+    check_outside_strategies([config.strategy])
     check_model_reference(config.model)
     if config.data_dir is None:
         config.data_dir = str(tasks.resolve_data_dir(None))
@@ -239,6 +275,7 @@ def cmd_run(args) -> int:
         if getattr(args, flag):
             raise UserError(f"--{flag} goes with --only STRATEGY (a new entry to compare)")
     suite = load_suite(args.suite)
+    check_outside_strategies(suite.strategies[e].get("strategy", e) for e in suite.strategies)
     if args.dry_run:
         print_plan(suite, expand_trials(suite))
         return 0
@@ -261,7 +298,8 @@ def cmd_run(args) -> int:
             outcome = run_suite(suite, uri, address=args.address, storage_path=args.storage_path,
                                 data_dir=data_dir, results_dir=args.results_dir,
                                 command=args.command_line,
-                                tracking_patience_s=args.tracking_patience)
+                                tracking_patience_s=args.tracking_patience,
+                                allow_mixed_code=args.allow_mixed_code)
     except KeyboardInterrupt:
         print("interrupted: finished trials are in their trial files and MLflow; run the same "
               "command to resume", file=sys.stderr)
@@ -270,7 +308,8 @@ def cmd_run(args) -> int:
     # Without MLflow the leaderboard comes from the trial files, which hold every trial.
     print(_write_leaderboard(suite.name, None if outcome.untracked else uri, args.results_dir,
                              suite.focus))
-    print(f"\nleaderboard written to {board}/leaderboard.md and .html")
+    print(f"\nleaderboard written to {board}/leaderboard.md and .html (left as it was where "
+          "only its date and source line would change)")
     if outcome.failed:
         print(f"{outcome.failed} trial(s) failed: their errors are in {board}/trials/*.json "
               f"(\"status\": \"FAILED\") and in MLflow ({uri}, tag error)", file=sys.stderr)
@@ -307,6 +346,7 @@ def _run_only(args) -> int:
     specs = compare.new_entry_specs(strategies, _parse_options(args.option),
                                     _parse_search(args.search), args.entry)
     base, suite = compare.suite_with_entries(args.suite, specs)
+    check_outside_strategies(spec["strategy"] for spec in specs.values())
     against = args.against or args.results_dir / base.name
     files = compare.committed_files(against, list(specs))
     check_model_reference(suite.model)
@@ -323,8 +363,10 @@ def _run_only(args) -> int:
         return 0
     out = args.results_dir / suite.name
     out.mkdir(parents=True, exist_ok=True)
+    # The committed folder relative to this one, so a clone elsewhere finds it too.
     (out / "comparison.json").write_text(json.dumps(
-        {"suite": base.name, "committed": str(against), "entries": specs,
+        {"suite": base.name, "committed": os.path.relpath(against, out), "entries": specs,
+         "include_path": args.include_path or [],
          "fingerprint": compare.fingerprint_record(here)}, indent=1) + "\n")
     print(f"{', '.join(specs)} under suite {base.name}'s settings, ranked with the "
           f"{len(files)} committed trial files in {against}", flush=True)
@@ -340,14 +382,20 @@ def _run_only(args) -> int:
         return 130
     committed, _, _ = from_results(against)
     new, _, _ = from_results(out)
+    shown = _shown_path(out, args)
     report = render_report(suite.name, committed + new,
-                           RunSource("results", str(against), also=str(out)),
-                           args.results_dir, suite.focus)
+                           RunSource("results", str(against), also=str(out),
+                                     new_entries=tuple(specs)),
+                           args.results_dir, next(iter(specs)),  # the report looks into the new entry
+                           command=f"python -m benchmark report --from-results {shown}"
+                           + _include_flags(args))
     print()
     print((out / "leaderboard.md").read_text())
     print(f"leaderboard and report written to {out}/leaderboard.md, .html and {report.name}; "
           f"new trial files in {trials_dir(args.results_dir, suite.name)} "
           f"({(time.time() - started) / 60:.1f} min)")
+    print(f"its claims card (the card IR-Tuning has: {next(iter(specs))} against the committed "
+          f"baselines): python -m benchmark claims --from-results {shown}" + _include_flags(args))
     if failed:
         print(f"{failed} trial(s) failed: their errors are in {out}/trials/*.json",
               file=sys.stderr)
@@ -355,15 +403,35 @@ def _run_only(args) -> int:
     return 0
 
 
+def _shown_path(path: Path, args) -> str:
+    """A path as a command line to paste should name it: relative to the directory the
+    command ran in when it lies below it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _include_flags(args) -> str:
+    import shlex
+
+    return "".join(f" --include-path {shlex.quote(_shown_path(Path(p), args))}"
+                   for p in getattr(args, "include_path", None) or [])
+
+
 def _write_leaderboard(suite: str, uri: str | None, results_dir: Path, focus: str | None) -> str:
     """The leaderboard from MLflow, or (uri None) from the suite's trial files."""
     from .reporting import leaderboard
     from .reporting.runs import from_mlflow, from_results
 
-    if uri is None:
-        records, source, _ = from_results(results_dir / suite)
-    else:
+    if uri is not None:
         records, source = from_mlflow(suite, uri)
+        try:
+            return leaderboard.write_board(suite, leaderboard.collect(records), source,
+                                           results_dir, focus, records=records)
+        except leaderboard.PartialBoard:
+            pass  # the store lacks runs the trial files hold: the files are the whole record
+    records, source, _ = from_results(results_dir / suite)
     return leaderboard.write_board(suite, leaderboard.collect(records), source, results_dir, focus)
 
 
@@ -387,27 +455,52 @@ def cmd_sync(args) -> int:
 
 
 def _records(args):
-    """(suite name, run records, their source, focus strategy) for leaderboard and report:
-    from MLflow by default, or from the trial files under --from-results."""
-    from .reporting.runs import from_mlflow, from_results
+    """(suite name, run records, their source, focus strategy, output folder) for
+    leaderboard, report and claims: from MLflow by default, or from the trial files under
+    --from-results. A comparison's folder (`run --only`, comparison.json) brings the
+    committed runs its new entries were ranked with, and its focus is its new entry. The
+    output folder is where the inputs live: the --from-results folder, else
+    RESULTS_DIR/<suite> (--results-dir chooses another)."""
+    from .reporting.runs import from_mlflow, from_results, with_committed
 
     if args.from_results is not None:
-        records, source, meta = from_results(args.from_results)
+        folder = args.from_results
+        records, source, meta = from_results(folder)
         if args.suite is None:  # the suite the files were written by
-            return meta.get("name", args.from_results.name), records, source, meta.get("focus")
-        name, focus = _suite_name_and_focus(args.suite, meta)
-        return name, records, source, focus
-    name, focus = _suite_name_and_focus(args.suite or "revisions")
-    records, source = from_mlflow(name, args.tracking_uri or DEFAULT_TRACKING_URI)
-    return name, records, source, focus
+            name, focus = meta.get("name", folder.name), meta.get("focus")
+        else:
+            name, focus = _suite_name_and_focus(args.suite, meta)
+        out_dir = args.results_dir / Path(name).stem if args.results_dir else folder
+    else:
+        name, focus = _suite_name_and_focus(args.suite or "revisions")
+        records, source = from_mlflow(name, args.tracking_uri or DEFAULT_TRACKING_URI)
+        folder = (args.results_dir or Path("results")) / Path(name).stem
+        out_dir = folder
+    records, source, comparison = with_committed(folder, records, source)
+    if comparison is not None:
+        focus = next(iter(comparison["entries"]))  # the new method, not the suite's focus
+    return name, records, source, focus, out_dir
+
+
+def _command_line(args) -> str:
+    """The command as typed (paths as given), to reproduce a card or report."""
+    import shlex
+
+    return " ".join(shlex.quote(part) for part in args.command_line)
 
 
 def cmd_leaderboard(args) -> int:
     from .reporting import leaderboard
 
-    name, records, source, focus = _records(args)
-    print(leaderboard.write_board(name, leaderboard.collect(records), source, args.results_dir,
-                                  focus))
+    name, records, source, focus, out_dir = _records(args)
+    try:
+        md = leaderboard.write_board(name, leaderboard.collect(records), source,
+                                     args.results_dir or Path("results"), focus,
+                                     out_dir=out_dir, records=records)
+    except leaderboard.PartialBoard as partial:
+        raise UserError(str(partial)) from None
+    print(md)
+    print(f"\nleaderboard written to {_shown_path(out_dir, args)}/leaderboard.md and .html")
     return 0
 
 
@@ -424,30 +517,96 @@ def _suite_name_and_focus(suite: str, recorded: dict | None = None) -> tuple[str
     return loaded.name, loaded.focus
 
 
+def _focus_given(args, name: str, records, focus: str | None) -> str | None:
+    """--focus, checked to name an entry of these runs (a typo is one line); else `focus`."""
+    from .reporting.claims import check_focus
+
+    if args.focus is None:
+        return focus
+    hint = ""
+    results_dir = args.results_dir or (args.from_results.parent if args.from_results
+                                       else Path("results"))
+    compared = results_dir / f"{Path(name).stem}+{args.focus}"
+    if (compared / "trials").is_dir():
+        hint = (f"; its comparison with this suite is read with --from-results "
+                f"{_shown_path(compared, args)}")
+    check_focus(records, args.focus, f"suite {name}", hint)
+    return args.focus
+
+
 def cmd_report(args) -> int:
+    from .reporting import leaderboard
     from .reporting.report import render_report
 
-    name, records, source, focus = _records(args)
-    path = render_report(name, records, source, args.results_dir, focus)
-    print(f"report written to {path}")
+    name, records, source, focus, out_dir = _records(args)
+    focus = _focus_given(args, name, records, focus)
+    try:
+        path = render_report(name, records, source, args.results_dir or Path("results"), focus,
+                             command=_command_line(args), out_dir=out_dir)
+    except leaderboard.PartialBoard as partial:
+        raise UserError(str(partial)) from None
+    print(f"report written to {_shown_path(path, args)} (with the leaderboard beside it)")
     return 0
 
 
-def cmd_claims(args) -> int:
-    from .reporting.claims import render_claims
-    from .reporting.runs import from_results
+def _kinds(pairs: list[str] | None) -> dict[str, str]:
+    from .reporting.claims import KINDS
 
-    name, records, source, focus = _records(args)
-    focus = args.focus or focus
+    kinds = {}
+    for pair in pairs or []:
+        entry, _, kind = pair.partition("=")
+        if not entry or kind not in KINDS:
+            raise UserError(f"--kind takes ENTRY=KIND with KIND one of {', '.join(KINDS)}, "
+                            f"got {pair!r}")
+        kinds[entry.strip()] = kind
+    return kinds
+
+
+def _statistics(args, name: str) -> str:
+    """--statistics, else the suite's `statistics:` (a comparison: its base suite's), else
+    as its trial files recorded it, else the leaderboard's paired bootstrap."""
+    from .reporting.claims import PAIRED, base_suite_name
+    from .reporting.runs import from_results
+    from .sweep.suite import load_suite
+
+    if args.statistics:
+        return args.statistics
+    try:
+        return load_suite(base_suite_name(args.suite or name)).statistics
+    except UserError:
+        pass
+    if args.from_results is not None:
+        return from_results(args.from_results)[2].get("statistics", PAIRED)
+    return PAIRED
+
+
+def cmd_claims(args) -> int:
+    from .reporting.claims import base_suite_name, render_claims
+    from .reporting.runs import from_results, with_committed
+
+    name, records, source, focus, out_dir = _records(args)
+    focus = _focus_given(args, name, records, focus)
     if not focus:
         raise UserError(f"suite {name!r} names no focus strategy: give --focus")
-    small_dir = args.small_results or args.results_dir / f"{name}-small"
+    # The small-corpus companion of the suite a comparison ran under (`revisions-deep+m`:
+    # `revisions-deep-small`), or that companion's own comparison with the same entries.
+    results_dir = args.results_dir or (args.from_results.parent if args.from_results
+                                       else Path("results"))
+    companion = f"{base_suite_name(Path(name).stem)}-small"
+    small_dir = args.small_results
+    if small_dir is None and source.new_entries:
+        compared = results_dir / f"{companion}+{'+'.join(source.new_entries)}"
+        small_dir = compared if (compared / "trials").is_dir() else None
+    small_dir = small_dir or results_dir / companion
     small = None
     if args.small_results is not None or (small_dir / "trials").is_dir():
         small_records, small_source, _ = from_results(small_dir)
+        small_records, small_source, _ = with_committed(small_dir, small_records, small_source)
         small = (small_records, small_source)
-    path = render_claims(name, records, source, focus, args.results_dir, small)
-    print(f"claims written to {path}")
+    path = render_claims(name, records, source, focus, results_dir, small,
+                         command=_command_line(args), out_dir=out_dir,
+                         declared=_kinds(args.kind), statistics=_statistics(args, name))
+    print(f"claims written to {_shown_path(path, args)}")
     return 0
 
 
@@ -503,9 +662,15 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_memory(args) -> int:
+    from .trial.memory_estimate import run_memory_command
+
+    return run_memory_command(args, _parse_options(args.option))
+
+
 COMMANDS = {"train": cmd_train, "run": cmd_run, "sync": cmd_sync, "leaderboard": cmd_leaderboard,
             "report": cmd_report, "claims": cmd_claims, "list": cmd_list, "data": cmd_data,
-            "models": cmd_models}
+            "models": cmd_models, "memory": cmd_memory}
 
 
 PATH_ARGUMENTS = ("data_dir", "results_dir", "storage_path", "out", "from_results",
@@ -517,10 +682,13 @@ def absolute_paths(args) -> None:
     before anything reaches Ray (trials run in their own directories)."""
     from .core.paths import absolute, looks_like_path
 
+    args.typed_paths = {}  # absolute -> as typed, for error lines
     for name in PATH_ARGUMENTS:
         value = getattr(args, name, None)
         if value is not None and "://" not in str(value):
             setattr(args, name, type(value)(absolute(value)))
+            if str(getattr(args, name)) != str(value):
+                args.typed_paths[str(getattr(args, name))] = str(value)
     uri = getattr(args, "tracking_uri", None)
     if uri and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         args.tracking_uri = "sqlite:///" + absolute(uri[len("sqlite:///"):])
@@ -544,12 +712,39 @@ def use_include_paths(paths: list[str] | None) -> None:
     STRATEGIES.names()  # imports them now: a missing file or a broken module is one line
 
 
+def _as_typed(message: str, typed: dict[str, str]) -> str:
+    """An error line naming the paths the user gave as they typed them (`../data`, not
+    the absolute path it was resolved to); the longest first, so nested ones stay whole."""
+    for absolute_path in sorted(typed, key=len, reverse=True):
+        message = message.replace(absolute_path, typed[absolute_path])
+    return message
+
+
+def _no_colour_reset_at_exit() -> None:
+    """Ray's bundled colorama, initialised when Ray is imported, registers an exit handler
+    that writes ESC[0m to a terminal after our last line: unregistered."""
+    import atexit
+
+    colorama = sys.modules.get("colorama")
+    reset = getattr(getattr(colorama, "initialise", None), "reset_all", None)
+    if reset is not None:
+        atexit.unregister(reset)
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    finally:
+        _no_colour_reset_at_exit()
+
+
+def _main(argv: list[str] | None = None) -> int:
     from .core.quiet import quiet
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Before anything imports the libraries; Ray's workers inherit the choice.
     quiet("--verbose" in (sys.argv[1:] if argv is None else argv))
+    args = None
     try:
         args = build_parser().parse_args(argv)
         args.command_line = ["python", "-m", "benchmark", *(sys.argv[1:] if argv is None else argv)]
@@ -557,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
         use_include_paths(getattr(args, "include_path", None))
         return COMMANDS[args.command](args)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_as_typed(str(error), getattr(args, 'typed_paths', {}))}", file=sys.stderr)
         return 2
     except TrialFailed as error:  # a diverged or crashed trial: its own line, no traceback
         print(f"error: trial failed: {error}", file=sys.stderr)

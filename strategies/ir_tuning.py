@@ -214,9 +214,14 @@ class IRTuning(LayerwiseStrategy):
                     if measured:
                         self.scores[i] = similarity[i]
 
+    def scored_blocks(self) -> list[int]:
+        """The blocks whose gradient scores this step refreshes: the ones trained, as the
+        reference (frozen blocks keep their last score)."""
+        return self.selected
+
     def _update_gradient_scores(self) -> None:
         grads, owner = [], []
-        for i in self.selected:
+        for i in self.scored_blocks():
             for p in self.block_params[i]:
                 grad = self.read_grad(p)
                 if grad is not None:

@@ -91,7 +91,7 @@ def test_every_strategy_is_registered():
 
     # The repository's own (tests/test_compare.py registers outside ones in this process).
     shipped = {name for name, cls in STRATEGIES.items() if cls.__module__.startswith("strategies.")}
-    assert shipped == {"full-ft", "lora", "ir-tuning", "lisa", "random-layers",
+    assert shipped == {"full-ft", "lora", "ir-tuning", "lisa", "random-layers", "random-matched", "spectrum",
                        "head-only", "ist", "badam", "galore", "top-layers"}
     assert shipped <= set(list_strategies())
 

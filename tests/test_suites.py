@@ -25,7 +25,10 @@ TINY_BUDGET = {"max_steps": 4, "eval_every": 2, "batch_size": 8, "train_limit": 
 @pytest.mark.parametrize("suite,trials", [("revisions", 48), ("revisions-extended", 44),
                                           ("revisions-smollm", 5),
                                           ("revisions-deep", 25),
-                                          ("revisions-deep-small", 12)])
+                                          ("revisions-deep-small", 12),
+                                          # comparisons: their 8 files and the committed 48
+                                          ("revisions+top-layers", 8),
+                                          ("revisions+lora-r4", 8)])
 def test_committed_leaderboard_rebuilds_from_its_trial_files(suite, trials, tmp_path):
     """The committed reference results stay auditable: their trial files alone give the
     committed table rows, with no MLflow store."""
@@ -100,7 +103,7 @@ def test_a_newcomers_first_run_from_a_fresh_clone_finishes_and_resumes(tmp_path,
         for strategy in ("full-ft", "lora", "lisa", "random-layers", "ir-tuning"):
             assert f"| {strategy} |" in section
     assert "FAILED" not in board and "Leaderboard: suite `smoke`" in out
-    for plot in ("f1_vs_memory.png", "dev_f1_curves.png", "ir_tuning_selection.png"):
+    for plot in ("f1_vs_memory.png", "f1_vs_time.png", "dev_f1_curves.png", "ir_tuning_selection.png"):
         assert (results / "smoke" / plot).stat().st_size > 1000
     _check_trial_files(results / "smoke" / "trials", trials)
     _check_report_and_overhead(clone, uri, capsys)

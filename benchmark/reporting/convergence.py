@@ -108,3 +108,104 @@ def target_line(target: Target) -> str:
             "seconds are training seconds up to that point (evaluation excluded; on a CPU the "
             "CPU seconds of the trial's process, which other work on the machine does not "
             "inflate); mean over the runs that reached it, (k/n) runs reached it.")
+
+
+# -- the budget rule (issue 30): a budget at which the curves have flattened ------------------
+
+BUDGET_RULE_GAIN = 0.01  # at most this gain of the mean dev curve ...
+BUDGET_RULE_SHARE = 0.25  # ... over this last share of the budget
+
+
+@dataclass(frozen=True)
+class EndGain:
+    """A strategy's mean curve over the last share of a budget: from the last point at or
+    before (1 - share) x budget to the last point at or before the budget."""
+    strategy: str
+    runs: int
+    start_step: int
+    end_step: int
+    start: float
+    end: float
+
+    @property
+    def gain(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class BudgetRule:
+    """The rule applied to committed curves: `budget`, the shortest curve step at which
+    every strategy's mean curve gains less than `max_gain` over the last `share` of it
+    (None: not even the curves' full length passes); `gains` at that budget, `at_full` at
+    the curves' full length (`full`), each strategy's end slope for the card."""
+    budget: int | None
+    full: int
+    max_gain: float
+    share: float
+    gains: dict[str, EndGain]
+    at_full: dict[str, EndGain]
+
+    def text(self) -> str:
+        rule = (f"each strategy's mean dev curve gains less than {self.max_gain:g} over the last "
+                f"{self.share:.0%} of the budget")
+        ends = "; ".join(f"{g.strategy} {g.gain:+.3f} (steps {g.start_step}-{g.end_step}, "
+                         f"{g.runs} run{'s' * (g.runs != 1)})" for g in self.at_full.values())
+        if self.budget is None:
+            return f"Budget rule ({rule}): not met within {self.full} steps. Gains: {ends}."
+        return (f"Budget rule ({rule}): met at {self.budget} of {self.full} steps (read off "
+                f"curves whose learning-rate schedule spans all {self.full}). Gains over the "
+                f"last quarter of all {self.full}: {ends}.")
+
+
+def mean_curve(curves: list[list[dict]]) -> list[tuple[int, float]]:
+    """(step, mean macro F1) at the steps every run's curve has."""
+    curves = [c for c in curves if c]
+    if not curves:
+        return []
+    steps = set.intersection(*({p["step"] for p in c} for c in curves))
+    by_step = [{p["step"]: p["macro_f1"] for p in c} for c in curves]
+    return [(s, statistics.fmean(c[s] for c in by_step)) for s in sorted(steps)]
+
+
+def end_gain(strategy: str, runs: int, points: list[tuple[int, float]], budget: int,
+             share: float = BUDGET_RULE_SHARE) -> EndGain | None:
+    """The mean curve's gain over the last `share` of `budget` (None: no point that early)."""
+    end = [p for p in points if p[0] <= budget]
+    start = [p for p in points if p[0] <= (1 - share) * budget]
+    if not end or not start or start[-1][0] >= end[-1][0]:
+        return None
+    return EndGain(strategy, runs, start[-1][0], end[-1][0], start[-1][1], end[-1][1])
+
+
+def budget_rule(curves: dict[str, list[list[dict]]], max_gain: float = BUDGET_RULE_GAIN,
+                share: float = BUDGET_RULE_SHARE) -> BudgetRule | None:
+    """Issue 30's rule on committed learning curves (strategy -> its runs' `curve` points,
+    e.g. a probe's trial files): the shortest budget, among the curve steps all strategies
+    share, at which every strategy's mean curve gains less than `max_gain` over the last
+    `share` of it. A shorter budget is read off the longer run's curve, whose learning rate
+    had not decayed there yet: the suite then trains that budget with its own schedule.
+    None when no strategy has a curve."""
+    means = {s: (len([c for c in runs if c]), mean_curve(runs)) for s, runs in curves.items()}
+    means = {s: m for s, m in means.items() if m[1]}
+    if not means:
+        return None
+    steps = sorted(set.intersection(*({p[0] for p in m[1]} for m in means.values())))
+    full = steps[-1]
+
+    def gains_at(budget: int) -> dict[str, EndGain] | None:
+        found = {s: end_gain(s, n, points, budget, share) for s, (n, points) in means.items()}
+        return None if any(g is None for g in found.values()) else found
+
+    at_full = gains_at(full) or {}
+    for budget in steps:
+        gains = gains_at(budget)
+        if gains and all(g.gain < max_gain for g in gains.values()):
+            return BudgetRule(budget, full, max_gain, share, gains, at_full)
+    return BudgetRule(None, full, max_gain, share, at_full, at_full)
+
+
+def entries_budget_rule(entries, max_gain: float = BUDGET_RULE_GAIN,
+                        share: float = BUDGET_RULE_SHARE) -> BudgetRule | None:
+    """`budget_rule` on one task's leaderboard entries (their runs' curves)."""
+    return budget_rule({e.strategy: [curve(r) for r in e.runs] for e in entries},
+                       max_gain, share)

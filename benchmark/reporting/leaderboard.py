@@ -6,13 +6,14 @@ then its test macro F1 mean ± std over seeds and its costs. Made from run recor
 from __future__ import annotations
 
 import html
+import re
 import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import convergence
-from .runs import RunRecord, RunSource
+from .runs import NEW_MARK_NOTE, RunRecord, RunSource
 from .selection import selection_lines
 
 
@@ -27,6 +28,8 @@ class Entry:
     configs_tried: int = 0
     # A staged suite's stage one: (configuration, mean dev macro F1, seeds) per candidate.
     candidates: list[tuple[dict[str, str], float, int]] = field(default_factory=list)
+    # ... and the configurations its scheduler cut early: (configuration, step cut at).
+    cut: list[tuple[dict[str, str], str]] = field(default_factory=list)
 
     def metric(self, name: str) -> list[float]:
         return [r.metrics[name] for r in self.runs if name in r.metrics]
@@ -71,10 +74,30 @@ def collect(records: list[RunRecord]) -> dict[str, list[Entry]]:
             ((_hyperparameters(runs[0].params), _mean_dev(runs), len(runs))
              for runs in _by_config([r for r in selection if r.status == "FINISHED"]).values()),
             key=lambda c: _hyper_text(c[0]))
+        entry.cut = sorted(((_hyperparameters(r.params), r.tags.get("stopped_early", "?"))
+                            for r in selection if r.status == "KILLED"),
+                           key=lambda c: _hyper_text(c[0]))
         board.setdefault(task, []).append(entry)
     for entries in board.values():
         entries.sort(key=lambda e: (e.mean("test_macro_f1") is None, -(e.mean("test_macro_f1") or 0)))
     return board
+
+
+def _selection_wording(board: dict[str, list[Entry]]) -> str:
+    """What the board's choices were made from, as they were made: a search or one
+    configuration, a best dev step or the one evaluation there was."""
+    entries = [e for es in board.values() for e in es if e.runs]
+    searched = any(e.configs_tried > 1 or len(e.candidates) + len(e.cut) > 1 for e in entries)
+    evaluations = {len(r.result().get("history") or []) for e in entries for r in e.runs}
+    cut = any(e.cut for e in entries)
+    chosen = ("each strategy's hyperparameters are the ones with the best mean dev macro F1"
+              + (" (configurations the scheduler cut early are never chosen)" if cut else "")
+              if searched else "each strategy ran one configuration (no search)")
+    if evaluations and max(evaluations) <= 1:
+        tested = "test figures are at each run's one dev evaluation, the end of training"
+    else:
+        tested = "test figures are at each run's best dev step"
+    return f"{chosen}; {tested}"
 
 
 def _by_config(runs: list[RunRecord]) -> dict[str, list[RunRecord]]:
@@ -227,9 +250,8 @@ def markdown(suite: str, board: dict[str, list[Entry]], source: RunSource,
              tests: dict[tuple[str, str], dict] | None = None) -> str:
     tests = tests or {}
     lines = [f"# Leaderboard: suite `{suite}`", "",
-             f"From {source.describe()}, {time.strftime('%Y-%m-%d %H:%M')}. Per task, each strategy's "
-             "hyperparameters are the ones with the best mean dev macro F1; test figures are at "
-             "each run's best dev step, mean ± std over seeds.", "",
+             f"From {source.describe()}, {time.strftime('%Y-%m-%d %H:%M')}. Per task, "
+             f"{_selection_wording(board)}, mean ± std over seeds.", "",
              "p vs #1: paired bootstrap over the test examples (the same resamples for both "
              "strategies and every seed, seed-mean macro F1, 2000 resamples): the share of "
              "resamples in which the strategy scores at least as well as the task's first. "
@@ -237,14 +259,23 @@ def markdown(suite: str, board: dict[str, list[Entry]], source: RunSource,
              "The resampling does not cover training randomness: (k/n) counts the seeds on "
              "which #1 alone scored higher; a gap is solid only with a small p and #1 ahead "
              f"on every seed, of at least {SOLID_MIN_SEEDS}. – where no test predictions were saved.", ""]
+    if source.new_entries:
+        lines += [NEW_MARK_NOTE, ""]
     commits = sorted({r.tags.get("git_commit", "?") for es in board.values() for e in es for r in e.runs})
     devices = sorted({r.tags.get("device", "?") for es in board.values() for e in es for r in e.runs})
     if commits:
         lines += [f"Commits: {', '.join(commits)}; devices: {', '.join(devices)}.", ""]
+    codes = {r.tags["training_code"] for es in board.values() for e in es for r in e.runs
+             if "training_code" in r.tags}
+    if codes:
+        lines += [f"Training code (sha256 of benchmark/trial/, strategies/, tasks/): "
+                  + (f"{codes.pop()}, the same for every run." if len(codes) == 1 else
+                     f"{len(codes)} versions ({', '.join(sorted(codes))}): runs trained under "
+                     "different code (`run --allow-mixed-code`)."), ""]
     lines += cpu_lines(board)
     lines += _model_lines(board)
     for task, entries in board.items():
-        staged = any(e.candidates for e in entries)
+        staged = any(e.candidates or e.cut for e in entries)
         target = convergence.task_target(entries)
         # With a learning curve, time to target replaces steps-to-converge (relative to each
         # run's own best, which says little when every run is still improving).
@@ -260,16 +291,18 @@ def markdown(suite: str, board: dict[str, list[Entry]], source: RunSource,
         for rank, e in enumerate(entries, 1):
             if not e.runs:
                 error = e.failed[0].tags.get("error", "failed") if e.failed else "no finished run"
-                lines.append(f"| – | {e.strategy} | FAILED ({len(e.failed)} runs): "
+                lines.append(f"| – | {source.mark(e.strategy)} | FAILED ({len(e.failed)} runs): "
                              f"{error[:80].replace('|', '/')} | | | | | | | | | |" + blank)
                 continue
             share = e.mean("trainable_share")
             failed = f" ({len(e.failed)} failed)" if e.failed else ""
             spread = f" ± {_fmt(e.std('test_macro_f1'))}" if len(e.runs) > 1 else ""
             chosen_from = (" " + " · ".join(
-                f"{_hyper_text(c)}: {m:.3f}" for c, m, _ in e.candidates) + " |") if staged else ""
+                [f"{_hyper_text(c)}: {m:.3f}" for c, m, _ in e.candidates]
+                + [f"{_hyper_text(c)}: cut at step {step}" for c, step in e.cut])
+                + " |") if staged else ""
             lines.append(
-                f"| {rank} | {e.strategy} | {_fmt(e.mean('test_macro_f1'))}{spread} "
+                f"| {rank} | {source.mark(e.strategy)} | {_fmt(e.mean('test_macro_f1'))}{spread} "
                 f"| {'' if rank == 1 else _p_cell(tests.get((task, e.strategy)))} "
                 f"| {_fmt(e.mean('test_accuracy'))} | {_fmt(e.mean('dev_best_macro_f1'))} "
                 f"| {len(e.runs)}{failed} | {_speed_cells(e, target)} "
@@ -331,10 +364,15 @@ def write_html(md: str, plots: list[Path], path: Path) -> None:
     body = "".join(_md_table_to_html(block) for block in md.split("\n\n"))
     images = "".join(f'<figure><img src="{p.name}" alt="{p.stem}"><figcaption>{p.stem.replace("_", " ")}'
                      "</figcaption></figure>" for p in plots)
-    path.write_text("<!doctype html><html><head><meta charset='utf-8'><title>Leaderboard</title>"
+    write_if_changed(path, "<!doctype html><html><head><meta charset='utf-8'><title>Leaderboard</title>"
                     "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}"
                     "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
                     "img{max-width:100%}</style></head><body>" + body + images + "</body></html>")
+
+
+def _inline(text: str) -> str:
+    """Markdown inline text as HTML: escaped, `code` spans as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
 
 def _md_table_to_html(block: str) -> str:
@@ -342,26 +380,81 @@ def _md_table_to_html(block: str) -> str:
     if not lines:
         return ""
     if lines[0].startswith("# "):
-        return f"<h1>{html.escape(lines[0][2:])}</h1>" + _md_table_to_html("\n".join(lines[1:]))
+        return f"<h1>{_inline(lines[0][2:])}</h1>" + _md_table_to_html("\n".join(lines[1:]))
     if lines[0].startswith("## "):
-        return f"<h2>{html.escape(lines[0][3:])}</h2>" + _md_table_to_html("\n".join(lines[1:]))
+        return f"<h2>{_inline(lines[0][3:])}</h2>" + _md_table_to_html("\n".join(lines[1:]))
     if lines[0].startswith("|"):
-        rows = [[html.escape(c.strip()) for c in l.strip("|").split("|")] for l in lines if not l.startswith("|---")]
+        rows = [[_inline(c.strip()) for c in l.strip("|").split("|")] for l in lines if not l.startswith("|---")]
         head = "".join(f"<th>{c}</th>" for c in rows[0])
         body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows[1:])
         return f"<table><tr>{head}</tr>{body}</table>"
-    return f"<p>{html.escape(' '.join(lines))}</p>"
+    return f"<p>{_inline(' '.join(lines))}</p>"
+
+
+# The provenance sentence of a board, report or card ("From <source>, <time>", "Written
+# <time>"): a file regenerated from the same runs differs from the committed one only there.
+_PROVENANCE = re.compile(r"(From|Written) [^\n]*?\d{4}-\d{2}-\d{2} \d{2}:\d{2}")
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    """Write `text` unless the file already says the same but for its provenance sentence
+    (when and from which store it was rendered): regenerating a committed board from the
+    same runs leaves it untouched, so `git status` stays clean. Returns whether it wrote."""
+    try:
+        old = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        old = None
+    if old is not None and _PROVENANCE.sub("", old) == _PROVENANCE.sub("", text):
+        return False
+    path.write_text(text)
+    return True
+
+
+def missing_trial_files(records: list[RunRecord], out_dir: Path) -> int:
+    """How many FINISHED trial files under out_dir/trials no record stands for: a board
+    rendered from those records would be a partial one there."""
+    import json
+
+    keys = {r.tags.get("trial_key") for r in records if r.status == "FINISHED"}
+    missing = 0
+    for path in (out_dir / "trials").glob("*.json"):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("status") == "FINISHED" and record.get("trial_key") not in keys:
+            missing += 1
+    return missing
 
 
 def write_board(suite: str, board: dict[str, list[Entry]], source: RunSource, results_dir: Path,
-                focus: str | None = None) -> str:
-    """Write leaderboard.md, leaderboard.html and plots under results_dir/suite; return the Markdown."""
+                focus: str | None = None, out_dir: Path | None = None,
+                records: list[RunRecord] | None = None) -> str:
+    """Write leaderboard.md, leaderboard.html and plots under out_dir (default
+    results_dir/<suite>); return the Markdown. Given the `records` the board is made from,
+    a folder whose trial files hold runs they lack is not written to: a partial board never
+    replaces a full one (PartialBoard says so; the Markdown is on it)."""
     from .plots import write_plots
 
     md = markdown(suite, board, source, significance(board))
-    out_dir = results_dir / Path(suite).stem
+    out_dir = out_dir or results_dir / Path(suite).stem
+    if records is not None:
+        missing = missing_trial_files(records, out_dir)
+        if missing:
+            raise PartialBoard(md, out_dir, missing)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "leaderboard.md").write_text(md + "\n")
+    write_if_changed(out_dir / "leaderboard.md", md + "\n")
     plots = write_plots(board, out_dir, focus)
     write_html(md, plots, out_dir / "leaderboard.html")
     return md
+
+
+class PartialBoard(Exception):
+    """A board that lacks runs whose trial files are in the folder it would be written to."""
+
+    def __init__(self, markdown: str, folder: Path, missing: int):
+        self.markdown, self.folder, self.missing = markdown, folder, missing
+        super().__init__(f"{folder}/leaderboard.md not written: these runs lack {missing} "
+                         f"FINISHED trial file(s) of {folder / 'trials'}, so the board there "
+                         f"would be a partial one; render it from them: python -m benchmark "
+                         f"leaderboard --from-results {folder}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import leaderboard
 from .plots import focus_slug, save
-from .runs import RunRecord, RunSource
+from .runs import NEW_MARK_NOTE, RunRecord, RunSource
 from .selection import dynamics
 
 # The IR-Tuning reference code's training setup (docs/ir-tuning.md), for the comparison table.
@@ -37,36 +37,44 @@ REFERENCE_SETTINGS = {
 
 
 def render_report(suite: str, records: list[RunRecord], source: RunSource,
-                  results_dir: Path = Path("results"), focus: str | None = None) -> Path:
-    """Write the leaderboard files and report.md under results_dir/<suite>; return report.md.
-    `focus` is the suite's focus strategy (its selection and paired tests get sections)."""
+                  results_dir: Path = Path("results"), focus: str | None = None,
+                  command: str | None = None, out_dir: Path | None = None) -> Path:
+    """Write the leaderboard files and report.md under out_dir (default
+    results_dir/<suite>); return report.md. `focus` is the strategy the report looks into
+    (its selection and paired tests get sections): the suite's, or a comparison's new
+    entry. `command` is the line that reproduces the report."""
     board = leaderboard.collect(records)
-    board_md = leaderboard.write_board(suite, board, source, results_dir, focus)
-    out_dir = results_dir / Path(suite).stem
+    out_dir = out_dir or results_dir / Path(suite).stem
+    board_md = leaderboard.write_board(suite, board, source, results_dir, focus, out_dir=out_dir,
+                                       records=records)
+    command = command or f"python -m benchmark report --suite {suite}"
     title = _title(focus)
     traces = _focus_traces(board, focus)
     frequency_plot = _write_frequency_plot(traces, out_dir, focus)
-    plots = ["f1_vs_memory.png", "dev_f1_curves.png",
+    plots = ["f1_vs_memory.png", "f1_vs_time.png", "dev_f1_curves.png",
              *([f"{focus_slug(focus)}_selection.png"] if focus else [])]
     lines = [f"# Report: suite `{suite}`", "",
              f"Written {time.strftime('%Y-%m-%d %H:%M')} from {source.describe()} by "
-             f"`python -m benchmark report --suite {suite}`.", "",
+             f"`{command}`.", "",
+             *([f"A comparison (`run --only`): this report looks into "
+                f"{', '.join(f'`{e}`' for e in source.new_entries)}, ranked with the committed "
+                f"runs. {NEW_MARK_NOTE}", ""] if source.new_entries else []),
              "## Leaderboard", "", *_demote(board_md), "",
              "## Plots", "",
              *[f"![{p[:-4].replace('_', ' ')}]({p})" for p in plots if (out_dir / p).exists()], "",
              "## Test F1 per class", "",
              "Mean over seeds of each strategy's chosen configuration.", "",
-             *_per_class_tables(board),
+             *_per_class_tables(board, source),
              f"## {title}: which blocks it trained", "",
              *_selection_section(traces, frequency_plot, focus),
              f"## {title} against every other strategy", "",
-             *_focus_tests(board, focus),
+             *_focus_tests(board, focus, source),
              "## Settings beside the reference implementation", "",
              *_settings_table(board, focus),
              "## What strategies spent besides training", "",
              *_strategy_stats(board), ""]
     path = out_dir / "report.md"
-    path.write_text("\n".join(lines))
+    leaderboard.write_if_changed(path, "\n".join(lines))
     return path
 
 
@@ -85,7 +93,8 @@ def _demote(markdown: str) -> list[str]:
     return [("#" + line) if line.startswith("## ") else line for line in lines]
 
 
-def _per_class_tables(board) -> list[str]:
+def _per_class_tables(board, source: RunSource | None = None) -> list[str]:
+    mark = source.mark if source else str
     lines = []
     for task, entries in board.items():
         classes = sorted({k[len("test_f1."):] for e in entries for r in e.runs
@@ -96,7 +105,7 @@ def _per_class_tables(board) -> list[str]:
                   "|---|" + "---|" * len(classes)]
         for e in entries:
             if e.runs:
-                lines.append(f"| {e.strategy} | " + " | ".join(
+                lines.append(f"| {mark(e.strategy)} | " + " | ".join(
                     leaderboard._fmt(e.mean(f"test_f1.{c}"), 2) for c in classes) + " |")
         lines.append("")
     return lines
@@ -164,8 +173,9 @@ def _selection_section(traces: dict[str, list[list[str]]], frequency_plot: str |
     return lines
 
 
-def _focus_tests(board, focus: str | None) -> list[str]:
+def _focus_tests(board, focus: str | None, source: RunSource | None = None) -> list[str]:
     t = _title(focus)
+    mark = source.mark if source else str
     lines = [f"Gap = {t}'s seed-mean test macro F1 minus the other's; p = share of paired "
              "bootstrap resamples of the test set in which the other strategy scored at least "
              f"as well as {t} (small p: {t}'s lead does not hinge on the test "
@@ -185,13 +195,13 @@ def _focus_tests(board, focus: str | None) -> list[str]:
                 continue
             test = leaderboard.compare(ir_predictions, leaderboard.seed_predictions(e))
             if test is None:
-                lines.append(f"| {task} | {e.strategy} | – | – | – | no paired test predictions |")
+                lines.append(f"| {task} | {mark(e.strategy)} | – | – | – | no paired test predictions |")
                 continue
             won, seeds = test["seeds_won"], test["seeds"]
             verdict = (f"{t} better" if leaderboard.solid(test) else
                        f"{e.strategy} better" if leaderboard.solid(test, reverse=True)
                        else "no clear gap")
-            lines.append(f"| {task} | {e.strategy} | {test['gap']:+.3f} | {leaderboard.p_text(test['p_value'])} "
+            lines.append(f"| {task} | {mark(e.strategy)} | {test['gap']:+.3f} | {leaderboard.p_text(test['p_value'])} "
                          f"| {won}/{seeds} | {verdict} |")
             rows += 1
     return lines + [""] if rows or len(lines) > 4 else [f"No {t} runs to compare.", ""]
@@ -253,7 +263,10 @@ def _settings_table(board, focus: str | None) -> list[str]:
         "classification head": "trained at every step, lr " + (
             params.get("config.head_lr") if params.get("config.head_lr") not in (None, "None")
             else "as the body's"),
-        "which test score is reported": "test once, at the best dev step",
+        "which test score is reported": (
+            "test once, at the best dev step"
+            if any(len(r.result().get("history") or []) > 1 for r in ir.runs)
+            else "test once, at the end of training (its one dev evaluation)"),
         "gradient norms": "summed on the device, read once per step",
     }
     return [f"| setting | reference (IR-Tuning code) | this suite ({_title(focus)}'s chosen run) |",

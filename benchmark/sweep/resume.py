@@ -2,7 +2,11 @@
 store): FINISHED trial files are not trained again, and their MLflow runs are re-created
 from the files. A file made under another precision than this machine would use is
 refused, never mixed in, unless the files already hold every trial of the suite: then
-nothing is trained and the board is rebuilt from them, on any machine."""
+nothing is trained and the board is rebuilt from them, on any machine. So is, in a suite
+that pins its training code (`pin_training_code: true`), a file trained under another
+digest of the training code than this checkout's (`run --allow-mixed-code` overrides).
+A trial stage select's scheduler stopped early (status KILLED, `stopped_early`) is not
+run again and never counts as finished."""
 
 from __future__ import annotations
 
@@ -13,21 +17,61 @@ from typing import Any, Iterable
 from ..core.errors import UserError
 from .suite import Suite, expand_trials, final_trials, trial_key
 from .tracking import final_metrics, log_trial_file
+from .trial_files import TRAINING_CODE, training_code
 
 
-def finished_trial_files(folder: Path) -> dict[str, dict[str, Any]]:
-    """trial key -> record of every FINISHED trial file under `folder` (unreadable or
-    half-written files are left out: their trials run again)."""
+def _trial_records(folder: Path, keep) -> dict[str, dict[str, Any]]:
+    """trial key -> record of every trial file under `folder` that `keep` accepts
+    (unreadable or half-written files are left out: their trials run again)."""
     records = {}
     for path in sorted(folder.glob("*.json")):
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if (isinstance(record, dict) and record.get("status") == "FINISHED"
-                and record.get("trial_key") and record.get("result")):
+        if isinstance(record, dict) and record.get("trial_key") and keep(record):
             records[record["trial_key"]] = record
     return records
+
+
+def finished_trial_files(folder: Path) -> dict[str, dict[str, Any]]:
+    """trial key -> record of every FINISHED trial file under `folder`."""
+    return _trial_records(folder, lambda r: r.get("status") == "FINISHED" and r.get("result"))
+
+
+def stopped_trial_files(folder: Path) -> dict[str, dict[str, Any]]:
+    """trial key -> record of every trial file of a trial stage select's scheduler stopped
+    early: not trained again, never a candidate nor a final result."""
+    return _trial_records(folder, lambda r: r.get("stopped_early"))
+
+
+def code_digest(record: dict[str, Any]) -> str | None:
+    """The training-code digest a trial file's run recorded (None: not recorded)."""
+    return ((record.get("run") or {}).get("training_code") or {}).get("sha256")
+
+
+def check_training_code(suite: Suite, records: dict[str, dict[str, Any]], folder: Path,
+                        allow_mixed: bool = False, here: str | None = None) -> None:
+    """Refuse (one line) to add trials to a suite that pins its training code when its
+    trial files (finished or stopped early) were trained under another digest than this
+    checkout's, or record none; a suite whose every trial is in the files trains nothing,
+    so nothing is mixed."""
+    if not suite.pin_training_code or allow_mixed or not records:
+        return
+    if not untrained(suite, records):
+        return
+    here = here or training_code()["sha256"]
+    other = [r for r in records.values() if code_digest(r) != here]
+    if not other:
+        return
+    theirs = sorted({code_digest(r) or "not recorded" for r in other})
+    commits = sorted({str((r.get("run") or {}).get("git_commit", "?")) for r in other})
+    raise UserError(
+        f"suite {suite.name} pins its training code, but {len(other)} trial file(s) in {folder} "
+        f"were trained under training code {', '.join(t[:12] for t in theirs)} (commit "
+        f"{', '.join(commits)}) and this checkout's is {here[:12]} ({', '.join(TRAINING_CODE)}): "
+        "its trials would mix code versions; run the code they ran, another --results-dir, "
+        "or pass --allow-mixed-code")
 
 
 def _runs_on_cpu(suite: Suite, budget: dict[str, Any]) -> bool:
@@ -46,7 +90,8 @@ def untrained(suite: Suite, records: dict[str, dict[str, Any]]) -> int:
     missing = sum(trial_key(t) not in records for t in trials)
     if missing or suite.select is None:
         return missing
-    dev = {k: final_metrics(r["result"]).get("dev_best_macro_f1", 0.0) for k, r in records.items()}
+    dev = {k: final_metrics(r["result"]).get("dev_best_macro_f1", 0.0) for k, r in records.items()
+           if r.get("status") == "FINISHED"}
     final, _ = final_trials(suite, trials, dev)
     return sum(trial_key(t) not in records for t in final)
 

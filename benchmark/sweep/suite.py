@@ -15,6 +15,7 @@ and resources. Validated on load; `expand_trials` turns one into concrete trial 
         options: {adapter: dora}
         search: {lr: [5.0e-4, 1.0e-3]}          # grid values, or {loguniform: [a, b]}, ...
         seeds: [0]                              # the entry's own seeds (default: the suite's)
+        tasks: [iterater]                       # the entry's own tasks (default: the suite's)
     focus: ir-tuning                            # the strategy the report looks into
     search: {algorithm: grid}                   # grid | random | optuna, num_samples, seed
     scheduler: null                             # or {type: asha, grace_period: 2}
@@ -30,6 +31,14 @@ budget, its runs of the chosen configuration count for their seeds and are not r
 Both stages go to MLflow (param `stage`), a re-run resumes either, and the leaderboard
 ranks the chosen configuration over every seed and shows what stage one chose from.
 Without `stages`, every point of the search runs on every seed.
+`stages.select.scheduler: {asha: {metric: curve_macro_f1, grace_period: 0.25,
+reduction_factor: 2}}` lets Ray Tune's ASHA cut stage select's bad configurations early,
+per task and entry, on the learning curve the trials report as they train (grace_period
+and the rungs are shares of each trial's budget); a cut trial's file says "stopped early"
+(status KILLED) and it is never a candidate nor a final result. Stage final never stops
+early. Trials run seed-major (every entry's seed 0, then seed 1, ...), in both stages.
+`pin_training_code: true` refuses to add trials to trial files trained under another
+digest of the training code (benchmark/trial/, strategies/, tasks/; `run --allow-mixed-code`).
 
 `distributed` (optional) makes every trial data-parallel: a Ray Train TorchTrainer with
 `workers` workers inside the Tune trial, each with its own resources, optionally under
@@ -51,10 +60,16 @@ from ..trial.models import DEFAULT_MODEL
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
 TOP_KEYS = {"name", "description", "model", "tasks", "seeds", "budget", "strategies",
-            "search", "scheduler", "resources", "distributed", "notes", "focus", "stages"}
+            "search", "scheduler", "resources", "distributed", "notes", "focus", "stages",
+            "pin_training_code", "statistics"}
 STAGE_KEYS = {"select"}
-SELECT_KEYS = {"seeds", "budget"}
-STRATEGY_KEYS = {"strategy", "options", "search", "seeds"}
+SELECT_KEYS = {"seeds", "budget", "scheduler"}
+# Stage select's early stopping: Ray Tune's ASHA per task and entry, on the metric trials
+# report as they train, at shares of each trial's budget (tune_runner.GroupedASHA).
+SELECT_SCHEDULERS = {"asha"}
+SELECT_ASHA_KEYS = {"metric", "grace_period", "reduction_factor"}
+SELECT_METRICS = {"curve_macro_f1", "dev_macro_f1"}
+STRATEGY_KEYS = {"strategy", "options", "search", "seeds", "tasks"}
 SEARCH_KEYS = {"algorithm", "num_samples", "seed"}
 SCHEDULER_KEYS = {"type", "grace_period", "reduction_factor"}
 RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "max_concurrent_trials", "max_retries"}
@@ -96,7 +111,14 @@ class Suite:
     path: Path
     distributed: dict[str, Any] | None = None  # workers, cpus/gpus_per_worker, deepspeed
     focus: str | None = None  # the strategy whose selection and paired tests the report shows
-    select: dict[str, Any] | None = None  # stage one: {"seeds": [...], "budget": {...}}
+    # stage one: {"seeds": [...], "budget": {...}, "scheduler": {...} or None}
+    select: dict[str, Any] | None = None
+    # Refuse to add trials to trial files trained under another training-code digest
+    # (resume.check_training_code); `run --allow-mixed-code` overrides.
+    pin_training_code: bool = False
+    # How the claims card tests gaps: "paired-bootstrap" (the leaderboard's rule) or
+    # "hierarchical" (reporting/verdicts.py: seeds and examples resampled, Holm, 20 draws).
+    statistics: str = "paired-bootstrap"
 
     @property
     def worker_resources(self) -> "WorkerResources | None":
@@ -206,6 +228,12 @@ def _validate(raw: dict, path: Path) -> Suite:
             if not isinstance(spec["seeds"], list) or not spec["seeds"]:
                 raise UserError(f"{path}: strategies.{entry}.seeds must be a non-empty list")
             strategies[entry]["seeds"] = [int(s) for s in spec["seeds"]]
+        if spec.get("tasks") is not None:  # e.g. the second corpus for some entries only
+            if (not isinstance(spec["tasks"], list) or not spec["tasks"]
+                    or any(t not in raw["tasks"] for t in spec["tasks"])):
+                raise UserError(f"{path}: strategies.{entry}.tasks must be a non-empty list of "
+                                f"the suite's tasks ({', '.join(map(str, raw['tasks']))})")
+            strategies[entry]["tasks"] = list(spec["tasks"])
     search = raw.get("search") or {}
     _check_keys(path, "search", search, SEARCH_KEYS)
     if search.get("algorithm", "grid") not in ("grid", "random", "optuna"):
@@ -237,9 +265,26 @@ def _validate(raw: dict, path: Path) -> Suite:
         _check_keys(path, "stages.select", select, SELECT_KEYS)
         _check_keys(path, "stages.select.budget", select.get("budget") or {}, train_fields)
         if (search.get("algorithm", "grid")) == "optuna" or scheduler is not None:
-            raise UserError(f"{path}: stages run grid or random search without a scheduler")
+            raise UserError(f"{path}: stages run grid or random search without a scheduler "
+                            "(stage select takes its own: stages.select.scheduler)")
         select = {"seeds": [int(s) for s in select.get("seeds", [0])],
-                  "budget": {**budget, **(select.get("budget") or {})}}
+                  "budget": {**budget, **(select.get("budget") or {})},
+                  "scheduler": _select_scheduler(path, select.get("scheduler"))}
+        if select["scheduler"]:
+            if distributed is not None:
+                raise UserError(f"{path}: stages.select.scheduler needs single-process trials "
+                                "(data-parallel trials do not report their learning curve)")
+            if (select["scheduler"]["metric"] == "curve_macro_f1"
+                    and not select["budget"].get("curve_every")):
+                raise UserError(f"{path}: stages.select.scheduler cuts on curve_macro_f1, but "
+                                "the select budget records no learning curve: set curve_every")
+    pin = raw.get("pin_training_code", False)
+    if not isinstance(pin, bool):
+        raise UserError(f"{path}: pin_training_code must be true or false, got {pin!r}")
+    statistics = raw.get("statistics", "paired-bootstrap")
+    if statistics not in ("paired-bootstrap", "hierarchical"):
+        raise UserError(f"{path}: statistics must be paired-bootstrap or hierarchical, "
+                        f"got {statistics!r}")
     focus = raw.get("focus")
     if focus is not None and focus not in strategies:
         raise UserError(f"{path}: focus {focus!r} is not one of the suite's strategies "
@@ -252,13 +297,41 @@ def _validate(raw: dict, path: Path) -> Suite:
                   seeds=[int(s) for s in raw.get("seeds", [0])], budget=budget,
                   strategies=strategies, search=search, scheduler=scheduler,
                   resources={"cpus_per_trial": 1, "gpus_per_trial": 0, **resources}, path=path,
-                  distributed=distributed, focus=focus, select=select)
+                  distributed=distributed, focus=focus, select=select, pin_training_code=pin,
+                  statistics=statistics)
     try:
         suite.worker_resources  # bad worker counts or fractional GPUs per worker
         expand_trials(suite)  # every option and value must make a valid trial
     except UserError as error:
         raise UserError(f"{path}: {error}") from None
     return suite
+
+
+def _select_scheduler(path: Path, spec: Any) -> dict[str, Any] | None:
+    """Stage select's scheduler, `{asha: {metric, grace_period, reduction_factor}}`, as
+    {"type": "asha", "metric", "grace_period", "reduction_factor"}; grace_period is a share
+    of each trial's budget (0.25: no cut before a quarter of its steps)."""
+    if spec is None:
+        return None
+    where = "stages.select.scheduler"
+    if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SELECT_SCHEDULERS:
+        raise UserError(f"{path}: {where} must be {{asha: {{metric: curve_macro_f1, "
+                        "grace_period: 0.25, reduction_factor: 2}}")
+    (kind, values), = spec.items()
+    values = values or {}
+    _check_keys(path, f"{where}.{kind}", values, SELECT_ASHA_KEYS)
+    metric = values.get("metric", "curve_macro_f1")
+    if metric not in SELECT_METRICS:
+        raise UserError(f"{path}: {where}.{kind}.metric must be one of "
+                        f"{', '.join(sorted(SELECT_METRICS))}, got {metric!r}")
+    grace, factor = values.get("grace_period", 0.25), values.get("reduction_factor", 2)
+    if not isinstance(grace, (int, float)) or isinstance(grace, bool) or not 0 < grace < 1:
+        raise UserError(f"{path}: {where}.{kind}.grace_period is a share of each trial's "
+                        f"budget, above 0 and below 1, got {grace!r}")
+    if not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 1:
+        raise UserError(f"{path}: {where}.{kind}.reduction_factor must be above 1, got {factor!r}")
+    return {"type": kind, "metric": metric, "grace_period": float(grace),
+            "reduction_factor": float(factor)}
 
 
 def _canonical(path: Path, strategy: str, values: dict, canonical_options) -> dict:
@@ -363,7 +436,7 @@ def expand_trials(suite: Suite) -> list[dict[str, Any]]:
             except UserError as error:
                 raise UserError(f"strategies.{entry}: {error}") from None
             TrainConfig.from_dict({**budget, **hyper})  # and bad training values
-            for task in suite.tasks:
+            for task in spec.get("tasks", suite.tasks):
                 for seed in _entry_seeds(spec, seeds):
                     trial = {"task": task, "strategy": strategy, "seed": seed,
                              "model": suite.model, "budget": budget,
@@ -373,7 +446,13 @@ def expand_trials(suite: Suite) -> list[dict[str, Any]]:
                     if suite.select is not None:
                         trial["stage"] = "select"
                     trials.append(trial)
-    return trials
+    return seed_major(trials)
+
+
+def seed_major(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trials in the order Tune starts them: every entry's seed 0, then seed 1, ... (stable
+    within a seed), so a sitting cut short leaves every strategy with the same seeds done."""
+    return sorted(trials, key=lambda t: t["seed"])
 
 
 def final_trials(suite: Suite, selected: list[dict[str, Any]],
@@ -409,7 +488,7 @@ def final_trials(suite: Suite, selected: list[dict[str, Any]],
             if "entry" in chosen:
                 trial["entry"] = chosen["entry"]
             trials.append(trial)
-    return trials, candidates
+    return seed_major(trials), candidates
 
 
 def _entry_seeds(spec: dict[str, Any], seeds: list[int]) -> list[int]:
@@ -443,10 +522,12 @@ def _search_points(search: dict[str, Any], algorithm: str, num_samples: int, rng
 
 
 def train_config(trial: dict[str, Any], data_dir: str | None = None):
-    """The TrainConfig of one concrete trial."""
+    """The TrainConfig of one concrete trial. Kernel choices the suite does not pin are the
+    legacy ones, the code path its committed trial files ran (benchmark/trial/kernels.py)."""
     from ..trial.config import TrainConfig
+    from ..trial.kernels import LEGACY_KERNELS
 
-    return TrainConfig.from_dict({**trial["budget"], **trial["hyperparameters"],
+    return TrainConfig.from_dict({**LEGACY_KERNELS, **trial["budget"], **trial["hyperparameters"],
                                   "task": trial["task"], "strategy": trial["strategy"],
                                   "strategy_options": trial["options"], "model": trial["model"],
                                   "seed": trial["seed"], "data_dir": data_dir})

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
-from .suite import config_key, entry_name
-from .trial_files import git_state
+from .suite import config_key, trial_label
+from .trial_files import git_state, strategy_code, strategy_code_tags
 
 DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
 FINAL_METRICS = ("test_macro_f1", "test_accuracy", "test_macro_precision", "test_macro_recall",
@@ -27,7 +27,7 @@ FINAL_METRICS = ("test_macro_f1", "test_accuracy", "test_macro_precision", "test
                  "peak_memory_mb", "torch_peak_allocated_mb", "peak_memory_mb_max_worker",
                  "wall_time_s", "train_time_s", "eval_time_s", "setup_time_s",
                  "train_samples_per_s", "trainable_share", "trainable_params_mean",
-                 "total_params", "majority_test_macro_f1")
+                 "total_params", "majority_test_macro_f1", "tensor_peak_mb")
 
 
 def connect(tracking_uri: str):
@@ -313,11 +313,11 @@ def log_trial_file(client, exp_id: str, suite_name: str, record: dict[str, Any])
 
     trial, result, key = record["trial"], record["result"], record["trial_key"]
     replace_unfinished_runs(client, exp_id, key)
-    name = f"{trial['task']}/{entry_name(trial)}/s{trial['seed']}"
+    name = trial_label(trial)  # searched values too: two lrs' runs differ
     tags = {"suite": suite_name, "trial_key": key, "config_key": record["config_key"],
             "git_commit": str(record.get("run", {}).get("git_commit", "unknown")),
             "ray_trial_id": "-", "restored_from": "trial file", "mlflow.runName": name,
-            **result_tags(result)}
+            **result_tags(result), **strategy_code_tags(record.get("strategy_code"))}
     if trial.get("stage"):
         tags["stage"] = str(trial["stage"])
     run_id = client.create_run(exp_id, tags=tags, run_name=name).info.run_id
@@ -345,10 +345,10 @@ class TrialLogger:
         self.client = client
         # An earlier, interrupted attempt at the same trial is replaced, not duplicated.
         replace_unfinished_runs(client, exp_id, key)
-        name = f"{trial['task']}/{entry_name(trial)}/s{trial['seed']}"
+        name = trial_label(trial)  # searched values too: two lrs' runs differ
         tags = {"suite": suite_name, "trial_key": key, "config_key": config_key(trial),
                 "ray_trial_id": ray_trial_id, "git_commit": git_state()["git_commit"],
-                "mlflow.runName": name}
+                "mlflow.runName": name, **strategy_code_tags(strategy_code(trial["strategy"]))}
         if trial.get("stage"):
             tags["stage"] = str(trial["stage"])
         run = client.create_run(exp_id, tags=tags, run_name=name)
@@ -380,9 +380,9 @@ class TrialLogger:
                              "selection_trace.json")
         self.client.set_terminated(self.run_id, "FINISHED")
 
-    def fail(self, error: str) -> None:
+    def fail(self, error: str, traceback: str | None = None) -> None:
         self.client.set_tag(self.run_id, "error", error[:4900])
-        self.client.log_text(self.run_id, error, "error.txt")
+        self.client.log_text(self.run_id, traceback or error, "error.txt")
         self.client.set_terminated(self.run_id, "FAILED")
 
     def stopped_early(self) -> None:

@@ -21,12 +21,15 @@ __all__ = ["run_trial", "TrialFailed"]
 
 
 def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None,
-              on_step: StepCallback | None = None) -> dict[str, Any]:
-    """Train and evaluate one configuration; returns the result record (JSON-ready)."""
+              on_step: StepCallback | None = None,
+              on_curve: EvalCallback | None = None) -> dict[str, Any]:
+    """Train and evaluate one configuration; returns the result record (JSON-ready).
+    `on_curve(step, {"curve_macro_f1", "curve_accuracy", "max_steps"})` after each
+    learning-curve point (a suite's early-stopping scheduler reads them)."""
     import torch
 
     from . import data
-    from .memory import PeakMemorySampler, combine_worker_peaks
+    from .memory import PeakMemorySampler, TensorMemory, combine_worker_peaks
     from .result import compact_trace, environment
 
     started = time.time()
@@ -63,13 +66,15 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None,
     loss_steps = 0
 
     training_started = time.time()
+    tensors = TensorMemory(config.max_steps, enabled=backend.name == "none")  # a few steps
     with PeakMemorySampler(device) as memory:
         for step in range(config.max_steps):
             step_started = time.perf_counter()
             step_cpu_started = time.process_time()
             model.train()
             micro_batches = [next(batches) for _ in range(config.grad_accum)]
-            loss_sum += trial.train_step(micro_batches, step)
+            with tensors.track(step, trial.model, trial.optimizer):
+                loss_sum += trial.train_step(micro_batches, step)
             samples += sum(b["labels"].shape[0] for b in micro_batches)
             trainable_counts.append(strategy.trainable_count())
             loss_steps += 1
@@ -82,10 +87,10 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None,
                 train_loss = backend.mean(loss_sum / loss_steps).item()
                 if not math.isfinite(train_loss):
                     raise TrialFailed(f"training diverged: loss is {train_loss} at step {step + 1}")
-            train_seconds += time.perf_counter() - step_started
+            train_seconds += time.perf_counter() - step_started - tensors.overhead(step)[0]
             # CPU seconds of this process: unlike wall time, not inflated when other work
             # shares the machine (a one-thread trial's CPU time is its compute time).
-            train_cpu_seconds += time.process_time() - step_cpu_started
+            train_cpu_seconds += time.process_time() - step_cpu_started - tensors.overhead(step)[1]
             if on_step:
                 on_step(step + 1, config.max_steps, train_loss if checkpoint else None,
                         time.perf_counter() - step_started)
@@ -119,6 +124,10 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None,
                 curve.append({**point, "macro_f1": subset["macro_f1"],
                               "accuracy": subset["accuracy"]})
                 eval_seconds += time.perf_counter() - subset_started
+            if on_curve and curve and curve[-1]["step"] == step + 1:
+                on_curve(step + 1, {"curve_macro_f1": curve[-1]["macro_f1"],
+                                    "curve_accuracy": curve[-1]["accuracy"],
+                                    "max_steps": config.max_steps})
 
         eval_started = time.perf_counter()
         backend.restore(trainable, best_weights)  # test only at the best dev step
@@ -141,6 +150,7 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None,
         "config": {**dataclasses.asdict(config), "lr": trial.lr, "warmup_steps": trial.warmup,
                    "input_format": trial.input_format, "precision": trial.precision,
                    "device": device},
+        "kernels": trial.kernels,  # attention kernel, dropout masks, frozen weights' dtype
         "best_step": best["step"],
         "steps_to_converge": converge_step,
         "dev": {k: v for k, v in best.items() if k != "step"},
@@ -150,6 +160,7 @@ def run_trial(config: TrainConfig, on_eval: EvalCallback | None = None,
         "curve": curve,  # learning curve: dev-subset macro F1 by step and training seconds
         "curve_rows": len(curve_set) if curve_set is not None else 0,
         **peak,
+        **tensors.result(),  # live tensor memory by category (MemTracker, a few steps)
         "wall_time_s": round(time.time() - started, 2),
         "train_time_s": round(train_seconds, 2),
         "train_cpu_s": round(train_cpu_seconds, 2),
