@@ -186,6 +186,8 @@ def test_memory_claim_is_judged_from_tensor_memory_measured_and_estimated():
     assert verdict == claims.UNTESTABLE  # RSS only
 
     _with_tensor_memory(records, {"ir-tuning": 800, "random-layers": 700, "lora": 900, "full-ft": 1500})
+    board = leaderboard.markdown("s", leaderboard.collect(records), leaderboard.RunSource("results", "x"))
+    assert "peak memory (MiB): tensors / RSS" in board and "| 800 / 900 |" in board
     entries = leaderboard.collect(records)["t"]
     estimate = [_estimate_row("ir-tuning", 52.1), _estimate_row("lora", 54.7),
                 _estimate_row("full-ft", 66.8), _estimate_row("random-layers", 48.2),

@@ -10,27 +10,11 @@ import pytest
 import torch
 
 from benchmark.core.errors import UserError
-from benchmark.trial.build import build_trial
-from benchmark.trial.config import TrainConfig
+from tiny_trials import tiny_batch as _batch, tiny_trial as _trial
 from strategies.ir_tuning import INITIAL_SCORE, select_layers
 from strategies.spectrum import signal_to_noise, singular_value_snr
 
 TINY_LORA = {"lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0}
-
-
-def _trial(strategy, options, seed=0):
-    """AdamW at lr 1e-2 with weight decay 0.1: any weight the optimizer touches moves."""
-    return build_trial(TrainConfig(model="tiny-llama", strategy=strategy, strategy_options=options,
-                                   seed=seed, lr=1e-2, weight_decay=0.1, warmup_steps=0,
-                                   max_steps=100, device="cpu", precision="fp32"),
-                       num_labels=3, with_data=False)
-
-
-def _batch(tokenizer, n=4):
-    enc = tokenizer(["The cat sat on the mat."] * n, ["A cat sat on a mat today."] * n,
-                    padding=True, return_tensors="pt")
-    enc["labels"] = torch.arange(n) % 3
-    return dict(enc)
 
 
 def _weights(module):

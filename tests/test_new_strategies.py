@@ -10,25 +10,10 @@ import torch
 from benchmark.cli import main
 from benchmark.core.errors import UserError
 from benchmark.trial.backends import check_zero_support
-from benchmark.trial.build import build_trial
-from benchmark.trial.config import TrainConfig
+from tiny_trials import tiny_batch as _batch, tiny_trial as _trial
 from strategies import get_strategy, list_strategies
 from strategies.ist import (ROLLOUTS, SUPPRESSION, rollout_rewards, suppressed_count,
                             trained_count, updated_scores)
-
-
-def _trial(strategy, options, model="tiny-llama", seed=0, lr=1e-2):
-    return build_trial(TrainConfig(model=model, strategy=strategy, strategy_options=options,
-                                   seed=seed, lr=lr, weight_decay=0.1, warmup_steps=0,
-                                   max_steps=100, device="cpu", precision="fp32"),
-                       num_labels=3, with_data=False)
-
-
-def _batch(tokenizer, n=4):
-    enc = tokenizer(["The cat sat on the mat."] * n, ["A cat sat on a mat today."] * n,
-                    padding=True, return_tensors="pt")
-    enc["labels"] = torch.arange(n) % 3
-    return dict(enc)
 
 
 def test_the_new_strategies_are_listed():

@@ -83,6 +83,11 @@ def collect(records: list[RunRecord]) -> dict[str, list[Entry]]:
     return board
 
 
+def _memory_cell(entry: Entry, tensors: bool) -> str:
+    rss = _fmt(entry.mean("peak_memory_mb"), 0)
+    return f"{_fmt(entry.mean('tensor_peak_mb'), 0)} / {rss}" if tensors else rss
+
+
 def _selection_wording(board: dict[str, list[Entry]]) -> str:
     """What the board's choices were made from, as they were made: a search or one
     configuration, a best dev step or the one evaluation there was."""
@@ -268,7 +273,7 @@ def markdown(suite: str, board: dict[str, list[Entry]], source: RunSource,
     codes = {r.tags["training_code"] for es in board.values() for e in es for r in e.runs
              if "training_code" in r.tags}
     if codes:
-        lines += [f"Training code (sha256 of benchmark/trial/, strategies/, tasks/): "
+        lines += ["Training code (sha256 of benchmark/trial/, strategies/, tasks/): "
                   + (f"{codes.pop()}, the same for every run." if len(codes) == 1 else
                      f"{len(codes)} versions ({', '.join(sorted(codes))}): runs trained under "
                      "different code (`run --allow-mixed-code`)."), ""]
@@ -280,9 +285,12 @@ def markdown(suite: str, board: dict[str, list[Entry]], source: RunSource,
         # With a learning curve, time to target replaces steps-to-converge (relative to each
         # run's own best, which says little when every run is still improving).
         speed_head = ("steps to target | s to target" if target else "steps to converge")
+        # Live tensor memory where the runs recorded it (issue 31), RSS beside it.
+        tensors = any(e.metric("tensor_peak_mb") for e in entries)
+        memory_head = ("peak memory (MiB): tensors / RSS" if tensors else "peak memory (MiB)")
         lines += [f"## {task}", "",
                   "| rank | strategy | test macro F1 | p vs #1 | test acc | dev macro F1 | seeds "
-                  f"| {speed_head} | peak memory (MiB) | wall time (s) | trainable share "
+                  f"| {speed_head} | {memory_head} | wall time (s) | trainable share "
                   "| chosen hyperparameters |" + (" chosen from (stage one: mean dev macro F1) |"
                                                   if staged else ""),
                   "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if target else "")
@@ -306,7 +314,7 @@ def markdown(suite: str, board: dict[str, list[Entry]], source: RunSource,
                 f"| {'' if rank == 1 else _p_cell(tests.get((task, e.strategy)))} "
                 f"| {_fmt(e.mean('test_accuracy'))} | {_fmt(e.mean('dev_best_macro_f1'))} "
                 f"| {len(e.runs)}{failed} | {_speed_cells(e, target)} "
-                f"| {_fmt(e.mean('peak_memory_mb'), 0)} | {_fmt(e.mean('wall_time_s'), 0)} "
+                f"| {_memory_cell(e, tensors)} | {_fmt(e.mean('wall_time_s'), 0)} "
                 f"| {_fmt(100 * share if share is not None else None, 2)}% | {_hyper_text(e.config)} |"
                 + chosen_from)
         majority = majority_f1(entries)

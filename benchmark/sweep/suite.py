@@ -192,7 +192,7 @@ def _check_keys(path: Path, where: str, values: dict, allowed: set[str]) -> None
 
 def _validate(raw: dict, path: Path) -> Suite:
     import tasks
-    from strategies import STRATEGIES, canonical_options, option_names, strategy_options
+    from strategies import STRATEGIES, canonical_options, option_names
 
     from ..trial.backends import DEEPSPEED_CHOICES
     from ..trial.config import field_names

@@ -102,7 +102,6 @@ def synthetic_batches(count: int, batch_size: int, length: int, vocab: int, num_
 
 def measure(config, batches, num_labels: int, steps: int, warmup: int, profile_top: int):
     """(FLOPs of one step, median step seconds, profile rows or None, the trial's kernels)."""
-    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from ...trial.build import build_trial, endless
