@@ -43,7 +43,8 @@ def start_ray(address: str | None):
         except Exception as error:
             raise UserError(f"cannot join the Ray cluster at {address}: {' '.join(str(error).split())[:200]}") from None
     else:
-        ray.init(num_cpus=os.cpu_count(), **kwargs)
+        ray.init(num_cpus=os.cpu_count(), runtime_env={
+            "worker_process_setup_hook": "benchmark.sweep.worker_preload.preload"}, **kwargs)
     # ray.init installs a SIGTERM handler that aborts the driver (status -6, no clean-up);
     # `kill PID` stops a suite as Ctrl-C does instead: finished trials kept, status 130.
     if threading.current_thread() is threading.main_thread():
