@@ -47,6 +47,9 @@ def test_unknown_suite_malformed_yaml_and_bad_key(capsys, tmp_path):
     _fails_cleanly(capsys, ["run", "--suite", str(bad), "--dry-run"], f"{bad}: unknown key 'budjet'")
     bad.write_text("name: x\ntasks: [iterater]\nstrategies: {magic: {}}\n")
     _fails_cleanly(capsys, ["run", "--suite", str(bad), "--dry-run"], "unknown strategy 'magic'")
+    bad.write_text("name: x\ntasks: [iterater]\nstrategies: {lora: {}}\nresources: {reuse_workers: 1}\n")
+    _fails_cleanly(capsys, ["run", "--suite", str(bad), "--dry-run"],
+                   "resources.reuse_workers must be true or false, got 1")
 
 
 def test_unreachable_cluster_and_tracking_store(capsys, tmp_path):

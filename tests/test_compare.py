@@ -49,7 +49,7 @@ PLUGIN = '''
 def _suite(folder: Path, strategies: dict, **budget) -> Path:
     spec = {"name": "cmp", "model": "tiny-llama", "tasks": ["iterater"], "seeds": [0],
             "budget": {**BUDGET, **budget}, "strategies": strategies,
-            "resources": {"cpus_per_trial": 1, "max_concurrent_trials": 1}}
+            "resources": {"cpus_per_trial": 1, "max_concurrent_trials": 1, "reuse_workers": True}}
     path = folder / f"cmp-{len(strategies)}-{budget.get('max_steps', 4)}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -88,14 +88,16 @@ def _comparable_rows(markdown: str) -> list[list[str]]:
     """The board's table rows without the columns that time or memory make vary by run."""
     tables = [line for line in markdown.splitlines() if line.startswith("|")]
     header = [c.strip() for c in tables[0].strip("|").split("|")]
-    keep = [i for i, name in enumerate(header)
-            if name not in ("peak memory (MiB)", "wall time (s)", "s to target")]
+    keep = [i for i, name in enumerate(header) if name not in ("wall time (s)", "s to target")]
+    # Tensor peaks are exact; the RSS beside them varies from process to process.
+    rss = {i for i, name in enumerate(header) if name.startswith("peak memory (MiB)")}
     rows = []
     for line in tables:
         if line.startswith("|---"):
             continue
         cells = [c.strip().removesuffix(" (new)") for c in line.strip("|").split("|")]
-        rows.append([cells[i] for i in keep if i < len(cells)])
+        rows.append([cells[i].split(" / ")[0] if i in rss and line is not tables[0] else cells[i]
+                     for i in keep if i < len(cells)])
     return rows
 
 

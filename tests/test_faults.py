@@ -140,7 +140,8 @@ def _suite_file(tmp_path, name, lrs, **resources):
 
     spec = {"name": name, "model": "tiny-llama", "tasks": ["iterater"], "seeds": [0],
             "budget": TINY_BUDGET, "strategies": {"lora": {"search": {"lr": lrs}}},
-            "resources": {"cpus_per_trial": 1, "max_concurrent_trials": 1, **resources}}
+            "resources": {"cpus_per_trial": 1, "max_concurrent_trials": 1, "reuse_workers": True,
+                          **resources}}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -362,7 +363,8 @@ def _worker_of_first_trial(run: subprocess.Popen):
 
 @pytest.mark.slow
 def test_a_killed_worker_is_retried_up_to_the_bound_then_failed_while_others_go_on(tmp_path, data_dir):
-    suite = _suite_file(tmp_path, "killed", [1e-3, 2e-3], max_retries=1)
+    # Fresh worker processes (the default): a retry must start a new one.
+    suite = _suite_file(tmp_path, "killed", [1e-3, 2e-3], max_retries=1, reuse_workers=False)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     log = tmp_path / "run.log"
     run = _start(_run_command(tmp_path, suite, data_dir, uri), log)
@@ -385,6 +387,7 @@ def test_a_killed_worker_is_retried_up_to_the_bound_then_failed_while_others_go_
     files = {f["trial"]["hyperparameters"]["lr"]: f for f in _trial_files(tmp_path, "killed")}
     assert files[1e-3]["status"] == "FAILED" and "(after 1 retries)" in files[1e-3]["error"]
     assert files[2e-3]["status"] == "FINISHED"  # the other trial went on
+    assert files[2e-3]["result"]["process"] == {"trials_before": 0}  # in a process of its own
     runs = {r.data.params["hp.lr"]: r for r in _runs(uri, "killed")}
     assert len(runs) == 2 and runs["0.001"].info.status == "FAILED"
     assert "(after 1 retries)" in runs["0.001"].data.tags["error"]

@@ -86,7 +86,8 @@ TINY = {"max_steps": 8, "eval_every": 1, "curve_every": 1, "batch_size": 8, "tra
 def _suite_file(tmp_path, name, strategies, **extra):
     spec = {"name": name, "model": "tiny-llama", "tasks": ["iterater"], "seeds": [0],
             "budget": TINY, "strategies": strategies,
-            "resources": {"cpus_per_trial": 1, "max_concurrent_trials": 1}, **extra}
+            "resources": {"cpus_per_trial": 1, "max_concurrent_trials": 1, "reuse_workers": True},
+            **extra}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path

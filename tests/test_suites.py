@@ -103,6 +103,12 @@ def test_a_newcomers_first_run_from_a_fresh_clone_finishes_and_resumes(tmp_path,
         for strategy in ("full-ft", "lora", "lisa", "random-layers", "ir-tuning"):
             assert f"| {strategy} |" in section
     assert "FAILED" not in board and "Leaderboard: suite `smoke`" in out
+    # smoke reuses its two worker processes (resources.reuse_workers): files and board say so.
+    earlier = [json.loads(p.read_text())["result"]["process"]["trials_before"]
+               for p in (results / "smoke" / "trials").glob("*.json")]
+    assert sorted(earlier)[:2] == [0, 0] and max(earlier) >= 1, earlier
+    reused = sum(1 for n in earlier if n)
+    assert f"RSS: {reused} of 10 runs trained in a worker process that earlier trials" in board
     for plot in ("f1_vs_memory.png", "f1_vs_time.png", "dev_f1_curves.png", "ir_tuning_selection.png"):
         assert (results / "smoke" / plot).stat().st_size > 1000
     _check_trial_files(results / "smoke" / "trials", trials)
@@ -185,7 +191,8 @@ def test_concurrent_trials_log_completely_and_a_failure_is_recorded(tmp_path, da
                   "random-layers": {"options": {"k": 1}}}
     path = _suite_file(tmp_path, "concurrent", strategies,
                        budget={**TINY_BUDGET, "max_grad_norm": 0},
-                       resources={"cpus_per_trial": 0.4, "max_concurrent_trials": 5})
+                       resources={"cpus_per_trial": 0.4, "max_concurrent_trials": 5,
+                                  "reuse_workers": True})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     assert main(_run_args(tmp_path, path, data_dir)) == 1  # a trial failed: the exit says so
     last = capsys.readouterr().err.strip().splitlines()[-1]
@@ -237,7 +244,8 @@ def test_killed_suite_resumes_without_losing_or_duplicating_runs(tmp_path, data_
     strategies = {"lora": {"search": {"lr": [1e-3, 2e-3, 3e-3, 4e-3]}}}
     path = _suite_file(tmp_path, "resume", strategies,
                        budget={**TINY_BUDGET, "max_steps": 6, "eval_every": 2},
-                       resources={"cpus_per_trial": 1, "max_concurrent_trials": 2})
+                       resources={"cpus_per_trial": 1, "max_concurrent_trials": 2,
+                                  "reuse_workers": True})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cmd = [sys.executable, "-m", "benchmark", *_run_args(tmp_path, path, data_dir)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -266,7 +274,8 @@ def test_ctrl_c_stops_the_suite_with_status_130(tmp_path, data_dir):
     strategies = {"lora": {"search": {"lr": [1e-3, 2e-3, 3e-3]}}}
     path = _suite_file(tmp_path, "interrupted", strategies,
                        budget={**TINY_BUDGET, "max_steps": 6, "eval_every": 2},
-                       resources={"cpus_per_trial": 1, "max_concurrent_trials": 1})
+                       resources={"cpus_per_trial": 1, "max_concurrent_trials": 1,
+                                  "reuse_workers": True})
     cmd = [sys.executable, "-m", "benchmark", *_run_args(tmp_path, path, data_dir)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -332,7 +341,8 @@ def test_optuna_search_and_asha_scheduler_run_through_ray(tmp_path, data_dir):
                        search={"algorithm": "optuna", "num_samples": 3, "seed": 1},
                        scheduler={"type": "asha", "grace_period": 1},
                        budget={**TINY_BUDGET, "max_steps": 4, "eval_every": 1},
-                       resources={"cpus_per_trial": 1, "max_concurrent_trials": 2})
+                       resources={"cpus_per_trial": 1, "max_concurrent_trials": 2,
+                                  "reuse_workers": True})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     assert main(_run_args(tmp_path, path, data_dir)) == 0
     runs = _runs(uri, "optuna")
@@ -356,7 +366,8 @@ def test_staged_suite_selects_each_strategys_lr_then_runs_every_seed(tmp_path, d
     path = _suite_file(tmp_path, "staged", strategies, seeds=[0, 1],
                        budget={**TINY_BUDGET, "max_steps": 4, "eval_every": 2},
                        stages={"select": {"seeds": [0]}},
-                       resources={"cpus_per_trial": 1, "max_concurrent_trials": 2})
+                       resources={"cpus_per_trial": 1, "max_concurrent_trials": 2,
+                                  "reuse_workers": True})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     assert main(["run", "--suite", str(path), "--dry-run"]) == 0
     plan = capsys.readouterr().out

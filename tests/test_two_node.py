@@ -152,7 +152,8 @@ def test_smoke_suite_on_a_two_node_cluster_uses_both_nodes_and_one_mlflow_store(
     smoke = yaml.safe_load((SUITES_DIR / "smoke.yaml").read_text())
     smoke.update(name="smoke-two-node",
                  strategies={k: smoke["strategies"][k] for k in ("lora", "ir-tuning")},
-                 resources={"cpus_per_trial": 1, "max_concurrent_trials": 2})
+                 resources={"cpus_per_trial": 1, "max_concurrent_trials": 2,
+                            "reuse_workers": True})
     suite = tmp_path / "smoke-two-node.yaml"
     suite.write_text(yaml.safe_dump(smoke))
     trials = expand_trials(load_suite(str(suite)))

@@ -251,6 +251,18 @@ def cpu_lines(board: dict[str, list[Entry]]) -> list[str]:
     return [line, ""]
 
 
+def reused_worker_lines(board: dict[str, list[Entry]]) -> list[str]:
+    """How many runs trained in a worker process that had run earlier trials (a suite with
+    `resources.reuse_workers`): their RSS includes what those left."""
+    runs = [r for entries in board.values() for e in entries for r in e.runs]
+    reused = sum(1 for r in runs if r.tags.get("worker_trials_before"))
+    if not reused:
+        return []
+    return [f"RSS: {reused} of {len(runs)} runs trained in a worker process that earlier trials "
+            "had used (`resources.reuse_workers`); their peak RSS includes what those left, so "
+            "it is not theirs alone. Tensor peaks are unaffected.", ""]
+
+
 def markdown(suite: str, board: dict[str, list[Entry]], source: RunSource,
              tests: dict[tuple[str, str], dict] | None = None) -> str:
     tests = tests or {}
@@ -278,6 +290,7 @@ def markdown(suite: str, board: dict[str, list[Entry]], source: RunSource,
                      f"{len(codes)} versions ({', '.join(sorted(codes))}): runs trained under "
                      "different code (`run --allow-mixed-code`)."), ""]
     lines += cpu_lines(board)
+    lines += reused_worker_lines(board)
     lines += _model_lines(board)
     for task, entries in board.items():
         staged = any(e.candidates or e.cut for e in entries)

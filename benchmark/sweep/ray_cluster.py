@@ -22,7 +22,9 @@ def _check_address(address: str) -> None:
         raise UserError(f"cannot reach a Ray cluster at {address}") from None
 
 
-def start_ray(address: str | None):
+def start_ray(address: str | None, preload: bool = False):
+    """Join the cluster at `address`, or start a local one; `preload`: a local cluster's
+    worker processes import the trial's libraries as they start (worker_preload.py)."""
     import ray
 
     if ray.is_initialized():
@@ -43,7 +45,8 @@ def start_ray(address: str | None):
         except Exception as error:
             raise UserError(f"cannot join the Ray cluster at {address}: {' '.join(str(error).split())[:200]}") from None
     else:
-        ray.init(num_cpus=os.cpu_count(), **kwargs)
+        hook = {"worker_process_setup_hook": "benchmark.sweep.worker_preload.preload"}
+        ray.init(num_cpus=os.cpu_count(), runtime_env=hook if preload else None, **kwargs)
     # ray.init installs a SIGTERM handler that aborts the driver (status -6, no clean-up);
     # `kill PID` stops a suite as Ctrl-C does instead: finished trials kept, status 130.
     if threading.current_thread() is threading.main_thread():

@@ -19,7 +19,8 @@ and resources. Validated on load; `expand_trials` turns one into concrete trial 
     focus: ir-tuning                            # the strategy the report looks into
     search: {algorithm: grid}                   # grid | random | optuna, num_samples, seed
     scheduler: null                             # or {type: asha, grace_period: 2}
-    resources: {cpus_per_trial: 1, gpus_per_trial: 0, max_concurrent_trials: 2, max_retries: 1}
+    resources: {cpus_per_trial: 1, gpus_per_trial: 0, max_concurrent_trials: 2, max_retries: 1,
+                reuse_workers: false}           # true: trials share worker processes (below)
     distributed: {workers: 2, cpus_per_worker: 1, gpus_per_worker: 1, deepspeed: zero2}
     stages: {select: {seeds: [0], budget: {max_steps: 150}}}
 
@@ -39,6 +40,13 @@ and the rungs are shares of each trial's budget); a cut trial's file says "stopp
 early. Trials run seed-major (every entry's seed 0, then seed 1, ...), in both stages.
 `pin_training_code: true` refuses to add trials to trial files trained under another
 digest of the training code (benchmark/trial/, strategies/, tasks/; `run --allow-mixed-code`).
+
+`resources.reuse_workers: true` runs a worker process's next trial in the same process
+(Ray Tune's `reuse_actors`): the libraries are imported once per worker, not once per trial
+(a 6-step trial of the tiny model costs ~10 s of imports and ~2 s of work), but a trial's
+peak RSS then includes what earlier trials in its process left, so each trial file says how
+many ran there before it (`result.process.trials_before`) and the board says so. For test
+and smoke suites; the default, false, gives every trial a fresh process.
 
 `distributed` (optional) makes every trial data-parallel: a Ray Train TorchTrainer with
 `workers` workers inside the Tune trial, each with its own resources, optionally under
@@ -72,7 +80,8 @@ SELECT_METRICS = {"curve_macro_f1", "dev_macro_f1"}
 STRATEGY_KEYS = {"strategy", "options", "search", "seeds", "tasks"}
 SEARCH_KEYS = {"algorithm", "num_samples", "seed"}
 SCHEDULER_KEYS = {"type", "grace_period", "reduction_factor"}
-RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "max_concurrent_trials", "max_retries"}
+RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "max_concurrent_trials", "max_retries",
+                 "reuse_workers"}
 DISTRIBUTED_KEYS = {"workers", "cpus_per_worker", "gpus_per_worker", "deepspeed"}
 DISTRIBUTIONS = {"uniform", "loguniform", "choice", "randint", "grid"}
 # Trial fields that are not a TrainConfig field or a strategy option.
@@ -249,6 +258,9 @@ def _validate(raw: dict, path: Path) -> Suite:
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise UserError(f"{path}: resources.max_retries (runs again of a trial whose process "
                         f"died) must be a whole number from 0, got {retries!r}")
+    if not isinstance(resources.get("reuse_workers", False), bool):
+        raise UserError(f"{path}: resources.reuse_workers must be true or false, "
+                        f"got {resources['reuse_workers']!r}")
     distributed = raw.get("distributed")
     if distributed is not None:
         _check_keys(path, "distributed", distributed, DISTRIBUTED_KEYS)

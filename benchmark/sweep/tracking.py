@@ -278,8 +278,9 @@ def final_metrics(result: dict[str, Any]) -> dict[str, float]:
 def result_tags(result: dict[str, Any]) -> dict[str, str]:
     """Where a finished trial ran: device, GPUs and memory source; and tags only some
     trials have: workers and ZeRO stage of a data-parallel trial, the Ray node that ran
-    the trial (rank 0's), and on an NVML figure whether other processes shared the GPU
-    (unknown: NVML could not tell)."""
+    the trial (rank 0's), on an NVML figure whether other processes shared the GPU
+    (unknown: NVML could not tell), and how many trials its reused worker process ran
+    before it."""
     env = result.get("environment", {})
     tags = {"device": str(env.get("device")),
             # The memory sampler's GPU count (distinct UUIDs over all workers) wins over
@@ -292,6 +293,8 @@ def result_tags(result: dict[str, Any]) -> dict[str, str]:
         tags["deepspeed"] = str(env.get("deepspeed"))
     if env.get("ray_node_id"):
         tags["ray_node_id"] = str(env["ray_node_id"])
+    if result.get("process", {}).get("trials_before"):  # resources.reuse_workers
+        tags["worker_trials_before"] = str(result["process"]["trials_before"])
     if "memory_shared_device" in result:
         shared = result["memory_shared_device"]
         tags["memory_shared_device"] = "unknown" if shared is None else str(shared).lower()

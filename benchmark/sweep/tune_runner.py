@@ -30,6 +30,9 @@ def concrete_trial(config: dict[str, Any]) -> dict[str, Any]:
     return trial
 
 
+_trials_in_this_process = 0  # trials this worker process trained (reuse_workers: several)
+
+
 def tune_trainable(config: dict[str, Any], finished: dict[str, dict], data_dir: str | None,
                    cpus: float, workers=None, storage_path: str | None = None,
                    report_curve: bool = False) -> None:
@@ -44,12 +47,15 @@ def tune_trainable(config: dict[str, Any], finished: dict[str, dict], data_dir: 
     from ..trial.loop import run_trial
     from ..trial.memory import release_accelerator_memory
 
+    global _trials_in_this_process
     trial = concrete_trial(config)
     key = trial_key(trial)
     if key in finished:  # done in an earlier run of this suite: report it, train nothing
         tune.report({**finished[key], "dev_macro_f1": finished[key].get("dev_best_macro_f1"),
                      "already_finished": 1})
         return
+    trials_before = _trials_in_this_process
+    _trials_in_this_process += 1
     try:
         if workers is not None:  # data-parallel: Ray Train workers report through Tune
             from .ray_workers import run_on_workers
@@ -76,6 +82,8 @@ def tune_trainable(config: dict[str, Any], finished: dict[str, dict], data_dir: 
         return
     finally:  # the next trial on this GPU must not find our cached memory there
         release_accelerator_memory()
+    if workers is None:  # a reused worker held earlier trials: their leftovers are in our RSS
+        result["process"] = {"trials_before": trials_before}
     tune.report({**final_metrics(result), "dev_macro_f1": result["dev"]["macro_f1"],
                  "result_json": json.dumps(result), "trial_finished": 1})
 
@@ -388,7 +396,10 @@ def run_suite(suite: Suite, tracking_uri: str, address: str | None = None,
     print(f"suite {suite.name}: {len(trials)} trials{stage}, {len(trials) - pending} already "
           f"finished in {tracking_uri}", flush=True)
     suite_started = time.time()
-    started_ray = start_ray(address)
+    # Pooled workers import the trial's libraries ahead only where trials will train in
+    # them: a data-parallel trial's Ray Train processes (and its helper actors) would each
+    # pay the imports too (seen: the ZeRO parity fixture 74 s -> 202 s with them).
+    started_ray = start_ray(address, preload=pending > 0 and suite.worker_resources is None)
     try:
         total = len(trials) * (int(suite.search.get("num_samples", 1)) if suite.algorithm == "optuna" else 1)
         callback = _make_callback(tracking, suite, total, folder, command, data_dir)
@@ -477,9 +488,9 @@ def _fit_stage(suite: Suite, trials: list[dict[str, Any]], finished: dict[str, d
             tune_config=tune.TuneConfig(
                 metric="dev_macro_f1", mode="max", search_alg=search_alg,
                 num_samples=num_samples, scheduler=scheduler,
-                # A fresh process per trial: its peak RSS is its own, not what earlier
-                # trials left in a reused worker (seen here: 2.2 GiB vs 4.8 GiB).
-                reuse_actors=False,
+                # A fresh process per trial by default: its peak RSS is its own, not what
+                # earlier trials left in a reused worker (seen here: 2.2 GiB vs 4.8 GiB).
+                reuse_actors=bool(suite.resources.get("reuse_workers", False)),
                 max_concurrent_trials=suite.resources.get("max_concurrent_trials")),
             run_config=tune.RunConfig(
                 name=f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage,
