@@ -118,8 +118,10 @@ BUDGET_RULE_SHARE = 0.25  # ... over this last share of the budget
 
 @dataclass(frozen=True)
 class EndGain:
-    """A strategy's mean curve over the last share of a budget: from the last point at or
-    before (1 - share) x budget to the last point at or before the budget."""
+    """A strategy's mean curve at the end of a budget: the mean of its points in the last
+    `share` of the budget (`end`) against the mean of its points in the `share` before that
+    (`start`), steps `start_step` to `end_step`. Window means, not two points: a single
+    seed's dev points move by +-0.03 between evaluations once flat (the probe's curves)."""
     strategy: str
     runs: int
     start_step: int
@@ -134,10 +136,11 @@ class EndGain:
 
 @dataclass(frozen=True)
 class BudgetRule:
-    """The rule applied to committed curves: `budget`, the shortest curve step at which
-    every strategy's mean curve gains less than `max_gain` over the last `share` of it
-    (None: not even the curves' full length passes); `gains` at that budget, `at_full` at
-    the curves' full length (`full`), each strategy's end slope for the card."""
+    """The rule applied to committed curves: `budget`, the shortest curve step from which on
+    every strategy's mean curve gains less than `max_gain` at every budget (last `share`
+    against the `share` before it; None: not even the curves' full length passes); `gains`
+    at that budget, `at_full` at the curves' full length (`full`), each strategy's end slope
+    for the card."""
     budget: int | None
     full: int
     max_gain: float
@@ -146,15 +149,16 @@ class BudgetRule:
     at_full: dict[str, EndGain]
 
     def text(self) -> str:
-        rule = (f"each strategy's mean dev curve gains less than {self.max_gain:g} over the last "
-                f"{self.share:.0%} of the budget")
+        rule = (f"each strategy's mean dev curve, averaged over the last {self.share:.0%} of the "
+                f"budget, is less than {self.max_gain:g} above its average over the {self.share:.0%} "
+                "before, at that budget and every longer one")
         ends = "; ".join(f"{g.strategy} {g.gain:+.3f} (steps {g.start_step}-{g.end_step}, "
                          f"{g.runs} run{'s' * (g.runs != 1)})" for g in self.at_full.values())
         if self.budget is None:
             return f"Budget rule ({rule}): not met within {self.full} steps. Gains: {ends}."
         return (f"Budget rule ({rule}): met at {self.budget} of {self.full} steps (read off "
-                f"curves whose learning-rate schedule spans all {self.full}). Gains over the "
-                f"last quarter of all {self.full}: {ends}.")
+                f"curves whose learning-rate schedule spans all {self.full}). Gains at all "
+                f"{self.full}: {ends}.")
 
 
 def mean_curve(curves: list[list[dict]]) -> list[tuple[int, float]]:
@@ -169,22 +173,24 @@ def mean_curve(curves: list[list[dict]]) -> list[tuple[int, float]]:
 
 def end_gain(strategy: str, runs: int, points: list[tuple[int, float]], budget: int,
              share: float = BUDGET_RULE_SHARE) -> EndGain | None:
-    """The mean curve's gain over the last `share` of `budget` (None: no point that early)."""
-    end = [p for p in points if p[0] <= budget]
-    start = [p for p in points if p[0] <= (1 - share) * budget]
-    if not end or not start or start[-1][0] >= end[-1][0]:
+    """The mean curve's last `share` of `budget` against the `share` before it, each the mean
+    of its points (None: a window without a point)."""
+    end = [p for p in points if (1 - share) * budget < p[0] <= budget]
+    start = [p for p in points if (1 - 2 * share) * budget < p[0] <= (1 - share) * budget]
+    if not end or not start:
         return None
-    return EndGain(strategy, runs, start[-1][0], end[-1][0], start[-1][1], end[-1][1])
+    return EndGain(strategy, runs, start[0][0], end[-1][0],
+                   statistics.fmean(v for _, v in start), statistics.fmean(v for _, v in end))
 
 
 def budget_rule(curves: dict[str, list[list[dict]]], max_gain: float = BUDGET_RULE_GAIN,
                 share: float = BUDGET_RULE_SHARE) -> BudgetRule | None:
     """Issue 30's rule on committed learning curves (strategy -> its runs' `curve` points,
     e.g. a probe's trial files): the shortest budget, among the curve steps all strategies
-    share, at which every strategy's mean curve gains less than `max_gain` over the last
-    `share` of it. A shorter budget is read off the longer run's curve, whose learning rate
-    had not decayed there yet: the suite then trains that budget with its own schedule.
-    None when no strategy has a curve."""
+    share, from which on (that budget and every longer one) every strategy's mean curve
+    gains less than `max_gain` (`end_gain`). A shorter budget is read off the longer run's
+    curve, whose learning rate had not decayed there yet: the suite then trains that budget
+    with its own schedule. None when no strategy has a curve."""
     means = {s: (len([c for c in runs if c]), mean_curve(runs)) for s, runs in curves.items()}
     means = {s: m for s, m in means.items() if m[1]}
     if not means:
@@ -196,11 +202,14 @@ def budget_rule(curves: dict[str, list[list[dict]]], max_gain: float = BUDGET_RU
         found = {s: end_gain(s, n, points, budget, share) for s, (n, points) in means.items()}
         return None if any(g is None for g in found.values()) else found
 
-    at_full = gains_at(full) or {}
-    for budget in steps:
+    def flat(budget: int) -> bool:
         gains = gains_at(budget)
-        if gains and all(g.gain < max_gain for g in gains.values()):
-            return BudgetRule(budget, full, max_gain, share, gains, at_full)
+        return bool(gains) and all(g.gain < max_gain for g in gains.values())
+
+    at_full = gains_at(full) or {}
+    for i, budget in enumerate(steps):
+        if all(flat(later) for later in steps[i:]):
+            return BudgetRule(budget, full, max_gain, share, gains_at(budget), at_full)
     return BudgetRule(None, full, max_gain, share, at_full, at_full)
 
 
