@@ -96,7 +96,7 @@ def _comparable_rows(markdown: str) -> list[list[str]]:
         if line.startswith("|---"):
             continue
         cells = [c.strip().removesuffix(" (new)") for c in line.strip("|").split("|")]
-        rows.append([cells[i].split(" / ")[0] if i in rss and line is not tables[0] else cells[i]
+        rows.append([cells[i].split(" / ")[0] if i in rss and cells != header else cells[i]
                      for i in keep if i < len(cells)])
     return rows
 

@@ -202,15 +202,18 @@ def budget_rule(curves: dict[str, list[list[dict]]], max_gain: float = BUDGET_RU
         found = {s: end_gain(s, n, points, budget, share) for s, (n, points) in means.items()}
         return None if any(g is None for g in found.values()) else found
 
-    def flat(budget: int) -> bool:
-        gains = gains_at(budget)
-        return bool(gains) and all(g.gain < max_gain for g in gains.values())
-
-    at_full = gains_at(full) or {}
-    for i, budget in enumerate(steps):
-        if all(flat(later) for later in steps[i:]):
-            return BudgetRule(budget, full, max_gain, share, gains_at(budget), at_full)
-    return BudgetRule(None, full, max_gain, share, at_full, at_full)
+    gains = {budget: gains_at(budget) for budget in steps}
+    at_full = gains[full] or {}
+    # Walk back from the full length while every budget passes: the last one reached is
+    # the shortest from which on all of them do.
+    budget = None
+    for step in reversed(steps):
+        if not gains[step] or any(g.gain >= max_gain for g in gains[step].values()):
+            break
+        budget = step
+    if budget is None:
+        return BudgetRule(None, full, max_gain, share, at_full, at_full)
+    return BudgetRule(budget, full, max_gain, share, gains[budget], at_full)
 
 
 def entries_budget_rule(entries, max_gain: float = BUDGET_RULE_GAIN,
