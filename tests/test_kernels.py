@@ -43,6 +43,20 @@ def test_fast_dropout_repeats_with_the_seed_keeps_its_gradient_and_is_unbiased()
     assert fast_dropout(x, 0.1, training=False) is x
 
 
+def test_fast_dropout_of_a_bf16_tensor_scales_by_the_exact_inverse_keep_probability():
+    # A bf16 mask holding 1/(1-p) would round 1/0.95 to 1.0547 (+0.2%) on every kept value.
+    x = torch.randn(1000, 1000).bfloat16().requires_grad_()
+    torch.manual_seed(2)
+    out = fast_dropout(x, 0.05)
+    upstream = torch.randn(1000, 1000).bfloat16()
+    out.backward(upstream)
+    kept = (out != 0) & (x != 0) & (upstream != 0)
+    exact = 1 / (1 - round(0.05 * 65536) / 65536)
+    for scaled, given in ((out, x), (x.grad, upstream)):
+        ratio = (scaled.float()[kept] / given.float()[kept]).mean().item()
+        assert ratio == pytest.approx(exact, abs=2e-4)
+
+
 @pytest.mark.parametrize("model", ["minilm", "tiny-llama"])
 def test_eager_attention_computes_what_sdpa_computes_and_fast_masks_replace_every_dropout(model):
     ids = torch.randint(100, 2000, (3, 11))
@@ -86,6 +100,38 @@ def test_frozen_weights_move_to_the_compute_dtype_only_where_no_optimizer_holds_
     fp32 = build_trial(TrainConfig(model="tiny-llama", strategy="lora", precision="fp32",
                                    frozen_weights="compute"), num_labels=4, with_data=False)
     assert fp32.kernels["frozen_values_converted"] == 0  # no autocast, nothing to cast to
+
+
+def _lora_input_dtypes(trial) -> set:
+    seen = set()
+    for module in trial.model.modules():
+        if hasattr(module, "lora_A"):
+            module.lora_A["default"].register_forward_pre_hook(
+                lambda _module, args: seen.add(args[0].dtype))
+    batch = {"input_ids": torch.randint(100, 2000, (4, 9)),
+             "attention_mask": torch.ones(4, 9, dtype=torch.long), "labels": torch.tensor([0, 1, 2, 3])}
+    trial.train_step([batch], 0)
+    return seen
+
+
+def test_lora_input_cast_none_keeps_the_bf16_input_and_only_with_fast_masks():
+    def trial(masks, cast):
+        return build_trial(TrainConfig(model="tiny-llama", strategy="lora", precision="bf16",
+                                       dropout_masks=masks, lora_input_cast=cast),
+                           num_labels=4, with_data=False)
+
+    uncast = trial("fast", "none")
+    assert uncast.kernels["lora_input_cast"] == "none" and uncast.kernels["lora_layers_uncast"] > 0
+    # q, k, v and up take the fp32 norm output; down takes the bf16 SiLU gate, which peft
+    # would otherwise copy to fp32 for its dropout
+    assert _lora_input_dtypes(uncast) == {torch.float32, torch.bfloat16}
+    peft_cast = trial("fast", "adapter")
+    assert peft_cast.kernels["lora_layers_uncast"] == 0
+    assert _lora_input_dtypes(peft_cast) == {torch.float32}
+    # torch's CPU dropout would scale a bf16 input by a bf16-rounded 1/(1-p): refused there
+    torch_masks = trial("torch", "none")
+    assert torch_masks.kernels["lora_input_cast"] == "adapter"
+    assert _lora_input_dtypes(torch_masks) == {torch.float32}
 
 
 def test_a_suite_that_pins_no_kernel_trains_the_legacy_path_and_pinning_changes_the_key():

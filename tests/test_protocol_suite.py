@@ -32,8 +32,10 @@ def test_converged_suites_load_and_plan_the_protocol(capsys):
     plan = capsys.readouterr().out
     assert "4 trials" in plan and "seed-major" in plan and "training code pinned" in plan
 
+    assert "lora_input_cast" not in probe.budget  # the probe trained with peft's cast
     ref = load_suite("revisions-converged")
     assert {k: ref.budget[k] for k in FAST_PATH} == FAST_PATH and ref.pin_training_code
+    assert ref.budget["lora_input_cast"] == "none"
     assert ref.select["scheduler"] == {"type": "asha", "metric": "curve_macro_f1",
                                        "grace_period": 0.25, "reduction_factor": 2.0}
     assert all(2e-4 in spec["search"]["lr"] and len(spec["search"]["lr"]) > 1

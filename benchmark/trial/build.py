@@ -141,7 +141,7 @@ def build_trial(config: TrainConfig, *, num_labels: int | None = None,
     applied = apply_kernels(model, optimizer, attention=config.attention,
                             dropout_masks=config.dropout_masks,
                             frozen_weights=config.frozen_weights, device=device,
-                            autocast_dtype=autocast_dtype)
+                            autocast_dtype=autocast_dtype, lora_input_cast=config.lora_input_cast)
     scaler = torch.amp.GradScaler(device.split(":")[0]) if use_scaler else None
     trial = Trial(config=config, model=model, tokenizer=tokenizer, strategy=strategy,
                   optimizer=optimizer, scheduler=scheduler, backend=backend, device=device,

@@ -10,7 +10,7 @@ from typing import Any
 from ..core.errors import UserError
 from .backends import DEEPSPEED_CHOICES
 from .data import INPUT_FORMATS
-from .kernels import ATTENTION_CHOICES, DROPOUT_MASKS, FROZEN_WEIGHTS
+from .kernels import ATTENTION_CHOICES, DROPOUT_MASKS, FROZEN_WEIGHTS, LORA_INPUT_CASTS
 from .metrics import DEFAULT_CONVERGE_TOLERANCE
 from .models import DEFAULT_MODEL
 
@@ -61,6 +61,10 @@ class TrainConfig:
                                 choices=DROPOUT_MASKS)
     frozen_weights: str = option("compute", "never-trained linear weights stored in the autocast "
                                             "dtype (compute) or kept in fp32", choices=FROZEN_WEIGHTS)
+    lora_input_cast: str = option("none", "none (each LoRA adapter takes its input in the dtype "
+                                          "it arrives in; CPU only with fast masks) or adapter "
+                                          "(peft's cast to the adapter's fp32 weights)",
+                                  choices=LORA_INPUT_CASTS)
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: no clipping)")
     # The reference pads to 256; 128 keeps CPU runs affordable (p90 = 143 tokens on IteraTeR).
     max_length: int = option(128, "tokens per example, truncated beyond")
@@ -100,7 +104,7 @@ class TrainConfig:
         if self.epochs is not None and self.epochs <= 0:
             raise UserError("epochs must be positive")
         for name in ("precision", "deepspeed", "input_format", "loss", "adamw", "attention",
-                     "dropout_masks", "frozen_weights"):
+                     "dropout_masks", "frozen_weights", "lora_input_cast"):
             allowed = dataclasses_field(name).metadata["choices"]
             value = getattr(self, name)
             if value is not None and value not in allowed:

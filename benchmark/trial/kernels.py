@@ -14,6 +14,13 @@ suite's budget, so they enter its trial keys (results/perf.md section 8 measures
   masks, draws the attention-probability dropout the same way); `sdpa` is torch's fused
   kernel; `auto` takes the faster of the two as measured per device, precision and model
   (see `preferred_attention`).
+- `lora_input_cast: none` hands each LoRA adapter its input in the dtype it arrives in;
+  peft's default (`adapter`) first casts it to the adapter's fp32 weights, so under bf16
+  autocast the down projection's bf16 input is copied to fp32, dropped out in fp32 and
+  cast back to bf16 by autocast for the adapter's first matmul, and the same again in
+  backward. The values reaching that matmul differ at most by a second rounding. Only
+  where the dropout scales in fp32 arithmetic (the fast masks, or a GPU): torch's CPU
+  dropout of a bf16 tensor rounds 1/(1-p) to bf16 (1/0.95 -> 1.0547), a 0.2% bias.
 - `frozen_weights: compute` stores the weights of linear layers that no optimizer holds
   (LoRA's base weights) in the autocast dtype: they never update, so they need no fp32
   master copy, and autocast otherwise casts each of them again at every call (it caches
@@ -25,10 +32,12 @@ from __future__ import annotations
 ATTENTION_CHOICES = ("auto", "sdpa", "eager")
 DROPOUT_MASKS = ("fast", "torch")
 FROZEN_WEIGHTS = ("compute", "fp32")
+LORA_INPUT_CASTS = ("none", "adapter")
 
 # The code path of every committed trial file before these choices existed. A suite that
 # does not pin a choice trains with these, so its trial keys keep meaning what they meant.
-LEGACY_KERNELS = {"attention": "sdpa", "dropout_masks": "torch", "frozen_weights": "fp32"}
+LEGACY_KERNELS = {"attention": "sdpa", "dropout_masks": "torch", "frozen_weights": "fp32",
+                  "lora_input_cast": "adapter"}
 
 EAGER = "benchmark_eager"  # registered with transformers under this name
 _MASK_BITS = 16
@@ -56,7 +65,9 @@ def keep_mask(shape, p: float, device="cpu"):
 
 class _MaskedScale:
     """x * mask * scale, keeping only the one-byte mask for backward (as torch's dropout
-    does)."""
+    does). x times the Python float scale computes in fp32 arithmetic whatever x's dtype,
+    so a bf16 input is not scaled by 1/(1-p) rounded to bf16 (as a bf16 mask holding the
+    scale, or an in-place multiply, would be); fp32 inputs get the same bits as before."""
 
     function = None
 
@@ -70,12 +81,12 @@ class _MaskedScale:
                 def forward(ctx, x, mask, scale):
                     ctx.save_for_backward(mask)
                     ctx.scale = scale
-                    return x * mask.to(x.dtype).mul_(scale)
+                    return (x * scale).mul_(mask.to(x.dtype))
 
                 @staticmethod
                 def backward(ctx, grad):
                     (mask,) = ctx.saved_tensors
-                    return grad * mask.to(grad.dtype).mul_(ctx.scale), None, None
+                    return (grad * ctx.scale).mul_(mask.to(grad.dtype)), None, None
 
             cls.function = MaskedScale
         return cls.function.apply(x, mask, scale)
@@ -207,15 +218,31 @@ def store_frozen_in(model, optimizer, dtype) -> int:
     return converted
 
 
+def keep_lora_input_dtype(model) -> int:
+    """Turn off peft's cast of each LoRA adapter's input to the adapter's weight dtype;
+    returns the number of adapter layers changed."""
+    changed = 0
+    for module in model.modules():
+        if getattr(module, "cast_input_dtype_enabled", False) is True:
+            module.cast_input_dtype_enabled = False
+            changed += 1
+    return changed
+
+
 def apply_kernels(model, optimizer, *, attention: str, dropout_masks: str, frozen_weights: str,
-                  device: str, autocast_dtype) -> dict:
+                  device: str, autocast_dtype, lora_input_cast: str = "adapter") -> dict:
     """Apply a trial's kernel choices to its prepared model; returns what was applied (for
     the result record)."""
-    fast_masks = dropout_masks == "fast" and device.startswith("cpu")
+    on_cpu = device.startswith("cpu")
+    fast_masks = dropout_masks == "fast" and on_cpu
     applied = {"attention": set_attention(model, attention, device, fast_masks, autocast_dtype),
                "dropout_masks": "fast" if fast_masks else "torch",
                "fast_dropout_layers": use_fast_dropout(model) if fast_masks else 0,
-               "frozen_weights": "fp32", "frozen_values_converted": 0}
+               "frozen_weights": "fp32", "frozen_values_converted": 0,
+               "lora_input_cast": "adapter", "lora_layers_uncast": 0}
+    if lora_input_cast == "none" and (fast_masks or not on_cpu):
+        applied["lora_layers_uncast"] = keep_lora_input_dtype(model)
+        applied["lora_input_cast"] = "none"
     if frozen_weights == "compute" and autocast_dtype is not None:
         applied["frozen_values_converted"] = store_frozen_in(model, optimizer, autocast_dtype)
         applied["frozen_weights"] = str(autocast_dtype).removeprefix("torch.")

@@ -31,7 +31,11 @@ VARIANTS = {
     "fast masks": {"dropout_masks": "fast"},
     "eager attention": {"attention": "eager"},
     "frozen in compute dtype": {"frozen_weights": "compute"},
-    "defaults (auto)": {"attention": "auto", "dropout_masks": "fast", "frozen_weights": "compute"},
+    # peft's input cast can only go with the fast masks (kernels.py), so this one is
+    # measured against "fast masks", not against legacy.
+    "fast masks, LoRA input as it comes": {"dropout_masks": "fast", "lora_input_cast": "none"},
+    "defaults (auto)": {"attention": "auto", "dropout_masks": "fast", "frozen_weights": "compute",
+                        "lora_input_cast": "none"},
 }
 
 

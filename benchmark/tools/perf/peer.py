@@ -76,7 +76,8 @@ def config_for(strategy: str, args, seed: int, steps: int, runner: str = "loop")
     from ...trial.kernels import LEGACY_KERNELS
 
     if runner == "trainer":  # transformers' own kernels; a bf16 model's frozen weights
-        kernels = {"attention": "sdpa", "dropout_masks": "torch", "frozen_weights": "compute"}
+        kernels = {"attention": "sdpa", "dropout_masks": "torch", "frozen_weights": "compute",
+                   "lora_input_cast": "adapter"}
     else:
         kernels = LEGACY_KERNELS if args.loop_kernels == "legacy" else {}
     return TrainConfig(**kernels, task=args.task, strategy=strategy, model=args.model,
