@@ -55,24 +55,28 @@ def test_the_three_registries_are_one_type():
 
 
 def test_a_new_strategy_is_one_new_file(tmp_path, data_dir):
-    """Copy random_layers.py under a new name: it lists and trains, nothing else edited."""
-    source = (REPO / "strategies" / "random_layers.py").read_text()
-    copy = REPO / "strategies" / "copied_layers.py"
-    copy.write_text(source.replace('name: ClassVar[str] = "random-layers"',
-                                   'name: ClassVar[str] = "copied-layers"'))
-    try:
-        listed = subprocess.run([sys.executable, "-m", "benchmark", "list"], cwd=REPO,
-                                capture_output=True, text=True, timeout=120)
-        assert listed.returncode == 0 and "copied-layers" in listed.stdout
-        out = tmp_path / "r.json"
-        trained = subprocess.run(
-            [sys.executable, "-m", "benchmark", "train", "--strategy", "copied-layers",
-             "--model", "tiny-llama", "--max-steps", "2", "--data-dir", str(data_dir),
-             "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
-        assert trained.returncode == 0, trained.stderr[-2000:]
-        assert '"strategy": "copied-layers"' in out.read_text()
-    finally:
-        copy.unlink()
+    """Copy random_layers.py under a new name: it lists and trains, nothing else edited.
+    In a copy of the packages, so that tests running beside this one never see the file."""
+    checkout = tmp_path / "checkout"
+    for package in ("benchmark", "strategies", "tasks"):
+        shutil.copytree(REPO / package, checkout / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    source = (checkout / "strategies" / "random_layers.py").read_text()
+    (checkout / "strategies" / "copied_layers.py").write_text(
+        source.replace('name: ClassVar[str] = "random-layers"',
+                       'name: ClassVar[str] = "copied-layers"'))
+    # `python -m` puts the working directory first on sys.path: the copy, not the install.
+    listed = subprocess.run([sys.executable, "-m", "benchmark", "list"], cwd=checkout,
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and "copied-layers" in listed.stdout
+    out = tmp_path / "r.json"
+    trained = subprocess.run(
+        [sys.executable, "-m", "benchmark", "train", "--strategy", "copied-layers",
+         "--model", "tiny-llama", "--max-steps", "2", "--data-dir", str(data_dir),
+         "--out", str(out)], cwd=checkout, capture_output=True, text=True, timeout=600)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert '"strategy": "copied-layers"' in out.read_text()
+    assert not (REPO / "strategies" / "copied_layers.py").exists()
 
 
 def _tool_parsers() -> dict[str, object]:

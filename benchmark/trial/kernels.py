@@ -18,7 +18,9 @@ suite's budget, so they enter its trial keys (results/perf.md section 8 measures
   peft's default (`adapter`) first casts it to the adapter's fp32 weights, so under bf16
   autocast the down projection's bf16 input is copied to fp32, dropped out in fp32 and
   cast back to bf16 by autocast for the adapter's first matmul, and the same again in
-  backward. The values reaching that matmul differ at most by a second rounding. Only
+  backward. With the fast masks both paths round x * 1/(1-p), computed in fp32, to bf16
+  once: the same bits (a 60-step SmolLM2 run, results/perf.md section 11); elsewhere they
+  differ at most by a second rounding. Only
   where the dropout scales in fp32 arithmetic (the fast masks, or a GPU): torch's CPU
   dropout of a bf16 tensor rounds 1/(1-p) to bf16 (1/0.95 -> 1.0547), a 0.2% bias.
 - `frozen_weights: compute` stores the weights of linear layers that no optimizer holds
