@@ -271,7 +271,10 @@ def test_killed_suite_resumes_without_losing_or_duplicating_runs(tmp_path, data_
 
 
 def test_ctrl_c_stops_the_suite_with_status_130(tmp_path, data_dir):
-    strategies = {"lora": {"search": {"lr": [1e-3, 2e-3, 3e-3]}}}
+    # Eight trials, of which the test waits for one: with three, one run beside another
+    # test exited 0, the signal arriving as the suite ended (MLflow can show the first
+    # FINISHED late). Trials after the signal never run, so the extra ones cost nothing.
+    strategies = {"lora": {"search": {"lr": [1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3, 7e-3, 8e-3]}}}
     path = _suite_file(tmp_path, "interrupted", strategies,
                        budget={**TINY_BUDGET, "max_steps": 6, "eval_every": 2},
                        resources={"cpus_per_trial": 1, "max_concurrent_trials": 1,
