@@ -20,9 +20,9 @@ suite's budget, so they enter its trial keys (results/perf.md section 8 measures
   cast back to bf16 by autocast for the adapter's first matmul, and the same again in
   backward. With the fast masks both paths round x * 1/(1-p), computed in fp32, to bf16
   once: the same bits (a 60-step SmolLM2 run, results/perf.md section 11); elsewhere they
-  differ at most by a second rounding. Only
-  where the dropout scales in fp32 arithmetic (the fast masks, or a GPU): torch's CPU
-  dropout of a bf16 tensor rounds 1/(1-p) to bf16 (1/0.95 -> 1.0547), a 0.2% bias.
+  differ at most by a second rounding. Only where the dropout scales in fp32 arithmetic
+  (the fast masks, or a GPU): torch's CPU dropout of a bf16 tensor rounds 1/(1-p) to bf16
+  (1/0.95 -> 1.0547), a 0.2% bias.
 - `frozen_weights: compute` stores the weights of linear layers that no optimizer holds
   (LoRA's base weights) in the autocast dtype: they never update, so they need no fp32
   master copy, and autocast otherwise casts each of them again at every call (it caches
@@ -232,7 +232,7 @@ def keep_lora_input_dtype(model) -> int:
 
 
 def apply_kernels(model, optimizer, *, attention: str, dropout_masks: str, frozen_weights: str,
-                  device: str, autocast_dtype, lora_input_cast: str = "adapter") -> dict:
+                  device: str, autocast_dtype, lora_input_cast: str) -> dict:
     """Apply a trial's kernel choices to its prepared model; returns what was applied (for
     the result record)."""
     on_cpu = device.startswith("cpu")
